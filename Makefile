@@ -1,0 +1,30 @@
+# nanobanana-magic: `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test bench lab install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## start the emulator, run notebooks/quickstart.ipynb headless, write build/*.ipynb and *.html
+	$(PY) scripts/run_notebooks.py notebooks/quickstart.ipynb
+
+test: $(STAMP)  ## the whole test suite (unit, emulator, IPython, real kernels, browser)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## benchmarks against the emulator; writes benchmarks/RESULTS.md
+	$(PY) benchmarks/run.py
+
+lab: $(STAMP)  ## JupyterLab on notebooks/, talking to a local emulator
+	$(PY) scripts/lab.py
+
+clean:
+	rm -rf build .pytest_cache nanobanana_outputs

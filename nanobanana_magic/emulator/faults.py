@@ -1,0 +1,189 @@
+"""Fault plans: which request gets which misbehaviour.
+
+A fault belongs to a *phase* (the kind of request it hits) and has a *kind* (what goes
+wrong). Faults are queued for the next N requests of a phase, or drawn at random from a
+realistic mix with a seeded generator so a failing run can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("submit", "poll", "credits", "download")
+
+_API = PHASES
+_DOWNLOAD = ("download",)
+
+# kind -> (phases it may hit, its options with their defaults)
+KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    # answered in place of the service: for submit, no task is created
+    "status": (_API, {"status": 500, "style": None, "retry_after": None}),
+    "malformed": (_API, {}),
+    "html": (_API, {"status": 200}),
+    # the request is served, then the answer goes wrong on the way back
+    "reset": (_API, {}),
+    "delay": (_API, {"seconds": 5.0}),
+    # file host only
+    "truncate": (_DOWNLOAD, {}),
+    "corrupt": (_DOWNLOAD, {}),
+    "not_found": (_DOWNLOAD, {}),
+    "wrong_type": (_DOWNLOAD, {}),
+    "slow": (_DOWNLOAD, {"seconds": 5.0}),
+    "bomb": (_DOWNLOAD, {}),
+    "endless": (_DOWNLOAD, {"limit_bytes": 1 << 30}),
+    # record-info only
+    "huge_json": (("poll",), {"megabytes": 64}),
+    # submit only: the task is created and charged, then fails
+    "task_fails": (("submit",), {"flag": 3, "code": 400, "message": "flagged by content policy"}),
+}
+
+#: Kinds that answer without letting the service see the request.
+REPLACING_KINDS = frozenset({"status", "malformed", "html", "corrupt", "not_found", "wrong_type", "bomb", "endless"})
+
+RANDOM_DELAY_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One misbehaviour for one request; options are filled with their defaults."""
+
+    phase: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown fault phase {self.phase!r}; phases: {', '.join(PHASES)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; kinds: {', '.join(KINDS)}")
+        phases, defaults = KINDS[self.kind]
+        if self.phase not in phases:
+            raise ValueError(f"fault kind {self.kind!r} only applies to phase(s) {', '.join(phases)}")
+        unknown = set(self.options) - set(defaults)
+        if unknown:
+            allowed = ", ".join(defaults) or "none"
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.kind!r}; allowed: {allowed}")
+        object.__setattr__(self, "options", {**defaults, **self.options})
+
+    def __getitem__(self, option: str) -> Any:
+        return self.options[option]
+
+    @property
+    def replaces_answer(self) -> bool:
+        """True when the service never sees the request (no task, no charge)."""
+        return self.kind in REPLACING_KINDS
+
+
+def parse_fault(spec: str) -> tuple[Fault, int]:
+    """Parse ``PHASE:KIND[:COUNT][:key=value,...]`` into a fault and its count.
+
+    >>> parse_fault("submit:status:2:status=429,retry_after=1")
+    (Fault(phase='submit', kind='status', options={'status': 429, 'style': None, 'retry_after': 1}), 2)
+    """
+    parts = spec.split(":", 2)
+    if len(parts) < 2:
+        raise ValueError(f"fault {spec!r} is not PHASE:KIND[:COUNT][:key=value,...]")
+    phase, kind = parts[0].strip(), parts[1].strip()
+    count, options_text = 1, ""
+    if len(parts) == 3:
+        head, _, tail = parts[2].partition(":")
+        if head.strip().isdigit():
+            count, options_text = int(head), tail
+        else:
+            options_text = parts[2]
+    options = {}
+    for item in filter(None, (piece.strip() for piece in options_text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"fault option {item!r} is not key=value")
+        options[key.strip()] = _coerce(value.strip())
+    if count < 1:
+        raise ValueError(f"fault count must be at least 1, got {count}")
+    return Fault(phase, kind, options), count
+
+
+def _coerce(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _random_mix(phase: str, rng: random.Random) -> Fault:
+    """One fault of the kinds a real deployment produces now and then."""
+    common = [
+        ("status", {"status": 429, "retry_after": 0}),
+        ("status", {"status": 500}),
+        ("status", {"status": 503}),
+    ]
+    mixes = {
+        "submit": common + [("task_fails", {})],
+        "poll": common + [("reset", {}), ("malformed", {}), ("delay", None)],
+        "credits": common,
+        "download": [("truncate", {}), ("corrupt", {})],
+    }
+    kind, options = rng.choice(mixes[phase])
+    if options is None:
+        options = {"seconds": round(rng.uniform(0.05, RANDOM_DELAY_MAX), 2)}
+    return Fault(phase, kind, dict(options))
+
+
+class FaultPlan:
+    """Faults waiting for requests. Thread-safe: ``_lock`` guards the queues and the RNG."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued: dict[str, list[list]] = {phase: [] for phase in PHASES}
+        self._rate = 0.0
+        self._rng = random.Random(0)
+
+    def add(self, fault: Fault, count: int = 1) -> None:
+        """Queue ``fault`` for the next ``count`` requests of its phase."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        with self._lock:
+            self._queued[fault.phase].append([fault, count])
+
+    def set_random(self, rate: float, seed: int) -> None:
+        """Give every later request a fault with probability ``rate`` (0 turns it off)."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, got {rate}")
+        with self._lock:
+            self._rate = rate
+            self._rng = random.Random(seed)
+
+    def take(self, phase: str) -> Fault | None:
+        """The fault for the request that just arrived in ``phase``, if any."""
+        with self._lock:
+            queue = self._queued.get(phase)
+            if queue:
+                entry = queue[0]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    queue.pop(0)
+                return entry[0]
+            if phase in PHASES and self._rate > 0 and self._rng.random() < self._rate:
+                return _random_mix(phase, self._rng)
+            return None
+
+    def pending(self) -> list[tuple[Fault, int]]:
+        """Queued faults with their remaining counts, in the order they will fire."""
+        with self._lock:
+            return [(fault, left) for queue in self._queued.values() for fault, left in queue]
+
+    def clear(self) -> None:
+        """Forget queued faults and switch random faults off."""
+        with self._lock:
+            for queue in self._queued.values():
+                queue.clear()
+            self._rate = 0.0

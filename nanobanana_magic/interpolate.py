@@ -1,0 +1,112 @@
+"""Prompt interpolation: `{expression}` from the user namespace, `{{` and `}}` literal.
+
+Like an f-string, with `!r`/`!s`/`!a` conversions and `:format` specs, but every
+failure is one line that names the problem, and nothing is half-interpolated.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Mapping
+
+from .errors import InvalidRequestError
+
+_HINT = "use {{ }} for literal braces, or --raw"
+_GLOBALS = {"__builtins__": builtins}
+
+
+def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
+    """The template with each `{...}` replaced by the value of the expression."""
+    out: list[str] = []
+    i, n = 0, len(template)
+    while i < n:
+        char = template[i]
+        if char == "{" and template.startswith("{{", i):
+            out.append("{")
+            i += 2
+        elif char == "}" and template.startswith("}}", i):
+            out.append("}")
+            i += 2
+        elif char == "}":
+            raise InvalidRequestError(f"single '}}' in the prompt; {_HINT}")
+        elif char == "{":
+            end = _closing_brace(template, i)
+            out.append(_evaluate(template[i + 1:end], namespace))
+            i = end + 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth, quote, i = 0, "", start
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    snippet = text[start:start + 30]
+    raise InvalidRequestError(f"unclosed '{{' in the prompt near {snippet!r}; {_HINT}")
+
+
+def _split_spec(field: str) -> tuple[str, str | None, str]:
+    """expression, conversion, format spec: split at the first top-level `!` or `:`."""
+    depth, quote = 0, ""
+    for i, char in enumerate(field):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[({":
+            depth += 1
+        elif char in "])}":
+            depth -= 1
+        elif depth == 0 and char == "!" and field[i + 1:i + 2] in ("r", "s", "a") and field[i + 2:i + 3] in ("", ":"):
+            return field[:i], field[i + 1], field[i + 3:]
+        elif depth == 0 and char == ":":
+            return field[:i], None, field[i + 1:]
+    return field, None, ""
+
+
+def _compile(expression: str) -> Any:
+    return compile(expression.strip(), "<prompt>", "eval")
+
+
+def _evaluate(field: str, namespace: Mapping[str, Any]) -> str:
+    if not field.strip():
+        raise InvalidRequestError(f"empty {{}} in the prompt; {_HINT}")
+    conversion, spec = None, ""
+    try:
+        code = _compile(field)
+    except SyntaxError:
+        expression, conversion, spec = _split_spec(field)
+        try:
+            code = _compile(expression)
+        except SyntaxError:
+            shown = field if len(field) <= 40 else field[:39] + "…"
+            raise InvalidRequestError(f"{{{shown}}} in the prompt is not a Python expression; {_HINT}") from None
+    try:
+        value = eval(code, _GLOBALS, namespace)  # noqa: S307 - the user's own code, in their namespace
+    except NameError as exc:
+        name = getattr(exc, "name", None) or str(exc)
+        raise InvalidRequestError(f"name '{name}' is not defined in the prompt; {_HINT}") from None
+    except Exception as exc:
+        raise InvalidRequestError(f"{{{field.strip()}}} in the prompt raised {type(exc).__name__}: {exc}") from None
+    if conversion:
+        value = {"r": repr, "s": str, "a": ascii}[conversion](value)
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"format '{spec}' in the prompt does not fit {type(value).__name__}: {exc}") from None

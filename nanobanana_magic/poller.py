@@ -1,0 +1,108 @@
+"""`Poller`: one per kernel. A scheduler thread and a few worker threads drive every pending task."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .generation import poll_delay
+
+if TYPE_CHECKING:
+    from .generation import Generation
+
+log = logging.getLogger("nanobanana_magic")
+
+
+class Poller:
+    """Polls each tracked `Generation` on its schedule; downloads and saves happen in the workers.
+
+    All threads are daemons: a kernel shutting down never waits for them.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self.workers = workers
+        self._due: list[tuple[float, int, "Generation"]] = []  # guarded by _wake
+        self._wake = threading.Condition()
+        self._work: "queue.Queue[Generation | None]" = queue.Queue()
+        self._tracked: dict[str, "Generation"] = {}  # guarded by _wake
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def track(self, generation: "Generation", first_poll_in: float | None = None) -> None:
+        """Drive `generation` until it ends. The first status request comes after one schedule step."""
+        generation.driven = True
+        delay = poll_delay(generation.elapsed, generation.schedule) if first_poll_in is None else first_poll_in
+        with self._wake:
+            if self._stopping:
+                raise RuntimeError("the poller has been stopped")
+            self._tracked[generation.task_id] = generation
+            self._schedule(generation, delay)
+            self._start_threads()
+
+    def pending(self) -> list["Generation"]:
+        """The tracked generations that have not ended, oldest first."""
+        with self._wake:
+            return [g for g in self._tracked.values() if not g.done]
+
+    def get(self, task_id: str) -> "Generation | None":
+        with self._wake:
+            return self._tracked.get(task_id)
+
+    def stop(self) -> None:
+        """Stop all threads (pending tasks stay in the run log; nothing is cancelled at the API)."""
+        with self._wake:
+            self._stopping = True
+            self._due.clear()
+            self._wake.notify_all()
+        for _ in self._threads:
+            self._work.put(None)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # -- threads -------------------------------------------------------------
+
+    def _schedule(self, generation: "Generation", delay: float) -> None:
+        heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), generation))
+        self._wake.notify()
+
+    def _start_threads(self) -> None:
+        if self._threads:
+            return
+        scheduler = threading.Thread(target=self._run_scheduler, name="nanobanana-scheduler", daemon=True)
+        self._threads.append(scheduler)
+        for n in range(self.workers):
+            self._threads.append(threading.Thread(target=self._run_worker, name=f"nanobanana-worker-{n}", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _run_scheduler(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._wake.wait(None if not self._due else self._due[0][0] - time.monotonic())
+                if self._stopping:
+                    return
+                _, _, generation = heapq.heappop(self._due)
+            self._work.put(generation)
+
+    def _run_worker(self) -> None:
+        while True:
+            generation = self._work.get()
+            if generation is None:
+                return
+            try:
+                generation.step()
+            except Exception:  # never let one task kill a worker
+                log.exception("polling task %s failed unexpectedly", generation.task_id)
+            if not generation.done:
+                with self._wake:
+                    if not self._stopping:
+                        self._schedule(generation, poll_delay(generation.elapsed, generation.schedule))

@@ -1,0 +1,139 @@
+"""Tables and panels the line magic shows: history, config, status, dry run, help."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from .secret import ApiKey, mask
+
+if TYPE_CHECKING:
+    from .client import TaskStatus
+    from .params import GenerationRequest
+    from .store import RunEntry, Store
+
+_TABLE_STYLE = "font-family:var(--jp-code-font-family,monospace);font-size:12px;border-collapse:collapse"
+_CELL = "padding:2px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #eee"
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
+
+
+def _excerpt(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A fixed-width text table (the text/plain of every tabular output)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+    """`rows` hold already-escaped HTML."""
+    head = "".join(f"<th style='{_CELL}'>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table style='{_TABLE_STYLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+HISTORY_HEADERS = ["when", "status", "task id", "res", "ratio", "prompt", "file"]
+
+
+def history_rows(entries: list["RunEntry"]) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        outcome = e.file or (_excerpt(e.error, 40) if e.error else "—")
+        rows.append([_when(e.submitted_at), e.status, e.task_id, str(e.request.get("resolution", "")),
+                     str(e.request.get("aspectRatio", "")), _excerpt(e.request.get("prompt", ""), 30), outcome])
+    return rows
+
+
+def history_bundle(entries: list["RunEntry"], store: "Store") -> dict:
+    """The run log as a text table and an HTML table with thumbnails."""
+    if not entries:
+        text = f"no generations yet in {store.output_dir}"
+        return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}
+    rows = history_rows(entries)
+    for row, entry in zip(rows, entries):
+        if entry.file:
+            row[-1] = str(store.output_dir / entry.file)
+    html_rows = []
+    for row, entry in zip(rows, entries):
+        cells = [html.escape(c) for c in row]
+        if entry.pending:
+            cells[1] = "<b style='color:#b26a00'>pending</b>"
+        elif entry.status != "succeeded":
+            cells[1] = f"<span style='color:#b00020'>{html.escape(entry.status)}</span>"
+        thumb = _thumbnail(store, entry)
+        if thumb:
+            cells[-1] = f"<img src='data:image/jpeg;base64,{thumb}' style='height:48px;vertical-align:middle'/> " + cells[-1]
+        html_rows.append(cells)
+    return {"text/plain": _table(HISTORY_HEADERS, rows), "text/html": _html_table(HISTORY_HEADERS, html_rows)}
+
+
+def _thumbnail(store: "Store", entry: "RunEntry", size: int = 96) -> str | None:
+    """A small JPEG of a saved image, cached under output_dir/.thumbs."""
+    if not entry.file:
+        return None
+    source = store.file_path(entry)
+    if not source.exists():
+        return None
+    cache = store.output_dir / ".thumbs" / (Path(entry.file).stem + f"_{size}.jpg")
+    try:
+        if not cache.exists():
+            from .imaging import preview_bytes
+
+            cache.parent.mkdir(exist_ok=True)
+            cache.write_bytes(preview_bytes(source.read_bytes(), size, "jpeg", quality=70))
+        return base64.b64encode(cache.read_bytes()).decode("ascii")
+    except OSError:
+        return None
+
+
+def config_bundle(settings: Mapping[str, Any]) -> dict:
+    rows = [[name, repr(value) if not isinstance(value, str) or name != "api_key" else value]
+            for name, value in settings.items()]
+    text = _table(["setting", "value"], rows)
+    return {"text/plain": text, "text/html": _html_table(["setting", "value"],
+                                                         [[html.escape(a), html.escape(b)] for a, b in rows])}
+
+
+def status_bundle(status: "TaskStatus") -> dict:
+    rows = [["task id", status.task_id], ["state", f"{status.state} (successFlag {status.flag}, {status.flag_name})"],
+            ["created", status.created or "—"], ["completed", status.completed or "—"],
+            ["result URL", status.result_url or "—"]]
+    if status.error_message or status.error_code:
+        rows.append(["error", f"{status.error_message or ''} (code {status.error_code})"])
+    text = _table(["field", "value"], rows)
+    return {"text/plain": text, "text/html": _html_table(["field", "value"],
+                                                         [[html.escape(a), html.escape(b)] for a, b in rows])}
+
+
+def dry_run_bundle(request: "GenerationRequest", base_url: str, key: ApiKey | None) -> dict:
+    """What would be sent, with the key masked."""
+    body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
+    text = (f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
+            f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}")
+    return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
+
+
+def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
+    parts = ["nanobanana-magic: images from the NanoBanana API in a notebook.", "",
+             "CELL MAGIC", "", cell_usage.strip(), "", "LINE MAGIC COMMANDS", ""]
+    for name, func in commands.items():
+        parser = getattr(func, "parser", None)
+        usage = parser.format_usage().replace("usage: ", "").strip() if parser else f"%nanobanana {name}"
+        doc = (getattr(parser, "description", None) or "").strip()
+        parts.append(f"  {usage}")
+        if doc:
+            parts.append(f"      {doc.splitlines()[0]}")
+    parts += ["", "Settings: %config NanoBananaMagics (key via NANOBANANA_API_KEY or %nanobanana login)."]
+    return "\n".join(parts)

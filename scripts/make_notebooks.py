@@ -1,0 +1,156 @@
+"""Writes notebooks/*.ipynb from the cell lists below (so that the tutorials are reviewed as code).
+
+Run: .venv/bin/python scripts/make_notebooks.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str, *tags: str):
+    cell = new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+QUICKSTART = [
+    md("""
+# nanobanana-magic: quickstart
+
+Generate images with the NanoBanana API ("Nano Banana 2") without leaving the notebook.
+You write the prompt as a cell, keep working, and the image replaces the cell's status line
+when it is ready. Every image is saved with its parameters, and re-running a cell costs nothing.
+
+**Install**: `pip install nanobanana-magic`.
+
+**Your key** never goes into the notebook. Either set it in the environment before starting
+Jupyter (`export NANOBANANA_API_KEY=...`), or type it into a hidden prompt with
+`%nanobanana login` (kept for this session only). Without a key, the next cell starts the
+bundled emulator, a local stand-in for the API, so this notebook runs anywhere.
+"""),
+    code("%load_ext nanobanana_magic"),
+    code("""
+import os
+
+if not os.environ.get("NANOBANANA_API_KEY"):
+    %nanobanana emulator start
+"""),
+    md("""
+`%nanobanana config` shows the effective settings (the key masked). Change any of them with
+`%config NanoBananaMagics.<name> = ...`, e.g. the default resolution or the output folder.
+"""),
+    code("%nanobanana config"),
+    md("""
+## A first image
+
+The cell body is the prompt. `{expression}` takes values from your namespace (use `{{ }}` for
+literal braces, or `--raw`). Flags set the parameters; `-o NAME` binds the result.
+"""),
+    code("""
+city = "Lisbon"
+"""),
+    code("""
+%%nanobanana -a 16:9 -r 2K -o lisbon
+a watercolour map of {city} at dusk
+"""),
+    md("""
+`lisbon` is a `Generation`: the task id, the exact request sent, the saved file, and the image
+as a Pillow object (read from disk when you ask for it).
+"""),
+    code("""
+print(lisbon.task_id, lisbon.status, f"{lisbon.elapsed:.1f} s")
+print(lisbon.path)
+print(lisbon.request)
+lisbon.image.size
+"""),
+    md("""
+## Reference images (image-to-image)
+
+Pass up to 14 image URLs with `-i` (repeatable). With `-a auto` the result takes the first
+reference image's aspect ratio. The emulator serves a few sample pictures for this.
+"""),
+    code("""
+import nanobanana_magic
+
+reference = nanobanana_magic.config().base_url + "/samples/banana.png"
+"""),
+    code("""
+%%nanobanana -i {reference} -a auto -f jpg
+the same banana as a bronze statue in a museum, soft light
+"""),
+    md("""
+## When things go wrong
+
+Errors are one line: what happened and what to do. Bad input is caught before anything is
+sent (and before anything is paid for):
+"""),
+    code("""
+%%nanobanana -a 7:3
+a square that is not a square
+""", "raises-exception"),
+    md("A task the service refuses (here, a prompt flagged by the content policy) names the API's reason:"),
+    code("""
+%%nanobanana
+a forbidden subject
+""", "raises-exception"),
+    md("""
+## Check before you pay
+
+`--dry-run` shows the exact JSON body that would be sent, and sends nothing.
+"""),
+    code("""
+%%nanobanana --dry-run -r 4K -g
+a weather map of {city} for tomorrow, {{with a legend}}
+"""),
+    md("""
+## Re-runs are free
+
+Running the same request again is answered from the saved file, with no API call; the caption
+says "cached". `--force` submits a new task anyway.
+"""),
+    code("""
+%%nanobanana -a 16:9 -r 2K
+a watercolour map of {city} at dusk
+"""),
+    md("""
+## History and recovery
+
+Every task goes into `nanobanana_outputs/runs.jsonl` the moment it is submitted, so a paid task
+is never lost, even if the kernel dies: `%nanobanana fetch TASK_ID` gets its image later
+without submitting again.
+"""),
+    code("%nanobanana history"),
+    code("%nanobanana credits"),
+    md("""
+## Working in the background
+
+In an interactive notebook the cell returns at once and the image appears when ready; in a
+headless run (nbclient, papermill, `nbconvert --execute`) each cell waits, so the saved notebook
+holds the images. `--no-wait` / `--wait` override this per cell, and `%nanobanana wait` blocks
+until every pending task is done. `%nanobanana help` lists every command and option.
+"""),
+]
+
+
+def write(name: str, cells: list) -> None:
+    notebook = new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    path = ROOT / "notebooks" / name
+    nbformat.write(notebook, path)
+    print("wrote", path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    write("quickstart.ipynb", QUICKSTART)

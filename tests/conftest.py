@@ -1,0 +1,70 @@
+"""Shared fixtures: a live emulator per test session, clients and IPython shells pointed at it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from nanobanana_magic.emulator import Emulator
+
+# A unique random key per run: security tests search every output for it.
+API_KEY = "sk-test-" + secrets.token_hex(16)
+FAST_SCHEDULE = [[1e9, 0.05]]
+
+
+@pytest.fixture(scope="session")
+def emulator_server():
+    with Emulator(latency=0.1, api_key=API_KEY, credits=10**9) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(emulator_server):
+    """The session's emulator with faults, counters and settings reset for this test."""
+    emulator_server.reset()
+    emulator_server.credits = 10**9
+    yield emulator_server
+    emulator_server.reset()
+
+
+@pytest.fixture
+def client(emulator):
+    from nanobanana_magic import NanoBananaClient
+
+    c = NanoBananaClient(api_key=API_KEY, base_url=emulator.base_url, backoff=0.01, backoff_max=0.05,
+                         read_timeout=2.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def shell(emulator, tmp_path, monkeypatch):
+    """A real (terminal) IPython shell with the extension loaded and pointed at the emulator."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    for name in ("NANOBANANA_API_KEY", "NANOBANANA_BASE_URL", "NANOBANANA_OUTPUT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nanobanana_magic")
+    magics = ip.magics_manager.registry["NanoBananaMagics"]
+    magics.api_key = API_KEY
+    magics.base_url = emulator.base_url
+    magics.output_dir = str(tmp_path / "out")
+    magics.poll_schedule = FAST_SCHEDULE
+    magics.session.client.backoff = 0.01
+    yield ip
+    ip.run_line_magic("unload_ext", "nanobanana_magic")
+    ip.user_ns.clear()
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def kernel_env(emulator, tmp_path):
+    """Environment for a real kernel run through nbclient, pointed at the emulator."""
+    env = dict(os.environ)
+    env.update(NANOBANANA_API_KEY=API_KEY, NANOBANANA_BASE_URL=emulator.base_url,
+               NANOBANANA_OUTPUT_DIR=str(tmp_path / "out"))
+    return env
