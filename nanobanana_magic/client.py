@@ -218,7 +218,15 @@ class NanoBananaClient:
         headers = self._headers()
         url = self.base_url + path
         for attempt in range(1, self.retries + 2):
-            payload, attempts = self._exchange(method, url, headers, **kwargs)
+            try:
+                payload, attempts = self._exchange(method, url, headers, **kwargs)
+            except _BrokenAnswer as exc:
+                # urllib3 retries until the headers arrive; an answer that breaks later is ours
+                # to retry, and only for reads: a submit may have created its task.
+                if method != "GET" or attempt > self.retries:
+                    raise NetworkError(str(exc)) from None
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
+                continue
             code = _as_int(payload.get("code"))
             if code == 200:
                 return payload.get("data")
@@ -242,7 +250,7 @@ class NanoBananaClient:
         except requests.Timeout as exc:
             if submit and not _certainly_not_sent(exc):
                 raise NetworkError(f"the submit timed out after it was sent; {MAY_EXIST}") from None
-            raise NetworkError(f"no answer from {_host(url)} within {self.timeout[1]:g} s") from None
+            raise _BrokenAnswer(f"no answer from {_host(url)} within {self.timeout[1]:g} s") from None
         except _TooLarge as exc:
             raise ServiceUnavailableError(f"the API's answer was too large ({exc}); {MAY_EXIST if submit else 'not read'}") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -250,7 +258,7 @@ class NanoBananaClient:
                 raise NetworkError(f"could not connect to {_host(url)}; check the network or base_url") from None
             if submit:
                 raise NetworkError(f"the connection dropped after the submit was sent; {MAY_EXIST}") from None
-            raise NetworkError(f"the connection to {_host(url)} dropped before the answer arrived") from None
+            raise _BrokenAnswer(f"the connection to {_host(url)} dropped before the answer arrived") from None
         except requests.RequestException as exc:
             raise NetworkError(f"request to {_host(url)} failed: {type(exc).__name__}") from None
         retries = getattr(response.raw, "retries", None)
@@ -293,6 +301,10 @@ class NanoBananaClient:
 
 class _RetryableDownload(Exception):
     pass
+
+
+class _BrokenAnswer(NetworkError):
+    """The answer to a request broke off after the headers (worth another try for a GET)."""
 
 
 class _TooLarge(Exception):

@@ -109,4 +109,6 @@ def _evaluate(field: str, namespace: Mapping[str, Any]) -> str:
     try:
         return format(value, spec)
     except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"format '{spec}' in the prompt does not fit {type(value).__name__}: {exc}") from None
+        shown = field if len(field) <= 40 else field[:39] + "…"
+        raise InvalidRequestError(f"{{{shown}}} in the prompt is not a Python expression with a valid "
+                                  f"format (':{spec[:20]}' does not fit {type(value).__name__}); {_HINT}") from None

@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Sequence
 
-from .faults import KINDS, PHASES, parse_fault
+from .faults import DESCRIPTIONS, KINDS, PHASES, parse_fault
 from .server import Emulator
 from .tasks import COSTS
 
@@ -17,23 +17,28 @@ READY_LINE = "NanoBanana emulator listening on {url}"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; its help documents every knob."""
-    kinds = "; ".join(
-        f"{kind} ({'/'.join(phases) if len(phases) < len(PHASES) else 'any phase'}"
-        f"{': ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''})"
-        for kind, (phases, options) in KINDS.items()
-    )
+    kind_lines = []
+    for kind, (phases, options) in KINDS.items():
+        where = "any phase" if len(phases) == len(PHASES) else "/".join(phases)
+        defaults = ", ".join(f"{name}={'unset' if value is None else value}" for name, value in options.items())
+        kind_lines.append(f"  {kind:<11} {DESCRIPTIONS[kind]}")
+        kind_lines.append(f"  {'':<11} [{where}]" + (f" options: {defaults}" if defaults else ""))
     parser = argparse.ArgumentParser(
         prog="nanobanana-emulator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Serve a local, faithful fake of the NanoBanana REST API (generate-2, record-info, credit) "
-            "with Pillow-drawn results, callbacks and fault injection. Prints one line "
-            f"'{READY_LINE.format(url='http://HOST:PORT')}' when ready; stops on Ctrl-C or SIGTERM."
+            "Serve a local, faithful fake of the NanoBanana REST API (generate-2, record-info,\n"
+            "credit) with Pillow-drawn results, callbacks and fault injection. When ready it prints\n"
+            f"  {READY_LINE.format(url='http://HOST:PORT')}\n"
+            "and serves until Ctrl-C or SIGTERM."
         ),
-        epilog=(
-            f"Fault phases: {', '.join(PHASES)}. Fault kinds (options=defaults): {kinds}. "
-            f"Credits charged per task: {', '.join(f'{r}={c}' for r, c in COSTS.items())}. "
-            "Samples for reference images: /samples/banana.png, /samples/cat.png, /samples/landscape.png."
-        ),
+        epilog="\n".join([
+            f"fault phases: {', '.join(PHASES)}",
+            "fault kinds (and their options with defaults):",
+            *kind_lines,
+            f"credits per task: {', '.join(f'{res}={cost}' for res, cost in COSTS.items())}",
+            "sample reference images: /samples/banana.png, /samples/cat.png, /samples/landscape.png",
+        ]),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free one (default: %(default)s)")
@@ -85,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator.random_faults(args.random_faults, args.seed)
 
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
     try:
         emulator.start()
     except OSError as error:

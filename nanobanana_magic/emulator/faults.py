@@ -40,6 +40,24 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "task_fails": (("submit",), {"flag": 3, "code": 400, "message": "flagged by content policy"}),
 }
 
+#: One line per kind, for help texts.
+DESCRIPTIONS = {
+    "status": "answer with an API error code (style json/http; Retry-After when retry_after is set)",
+    "malformed": "HTTP 200, application/json, broken JSON",
+    "html": "an HTML proxy error page (HTTP 200 unless status is set)",
+    "reset": "serve the request (a submit creates and charges its task), then TCP RST mid-answer",
+    "delay": "serve the request, then wait `seconds` before answering",
+    "truncate": "send half the file, then close the connection",
+    "corrupt": "random bytes with an image content type",
+    "not_found": "404: the URL has expired",
+    "wrong_type": "HTTP 200 with an HTML page instead of the image",
+    "slow": "drip the file over `seconds`",
+    "bomb": "a tiny valid PNG over twice Pillow's decompression-bomb limit",
+    "endless": "an image body that never ends (stops at limit_bytes or when the client hangs up)",
+    "huge_json": "a valid record-info answer padded to `megabytes`",
+    "task_fails": "create and charge the task, which then ends with successFlag `flag`",
+}
+
 #: Kinds that answer without letting the service see the request.
 REPLACING_KINDS = frozenset({"status", "malformed", "html", "corrupt", "not_found", "wrong_type", "bomb", "endless"})
 
@@ -67,6 +85,7 @@ class Fault:
             allowed = ", ".join(defaults) or "none"
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.kind!r}; allowed: {allowed}")
         object.__setattr__(self, "options", {**defaults, **self.options})
+        _check_option_values(self.options)
 
     def __getitem__(self, option: str) -> Any:
         return self.options[option]
@@ -75,6 +94,21 @@ class Fault:
     def replaces_answer(self) -> bool:
         """True when the service never sees the request (no task, no charge)."""
         return self.kind in REPLACING_KINDS
+
+
+def _check_option_values(options: dict[str, Any]) -> None:
+    status = options.get("status")
+    if status is not None and (not isinstance(status, int) or not 100 <= status <= 999):
+        raise ValueError(f"status must be an HTTP status code (100..999); got {status!r}")
+    style = options.get("style")
+    if style not in (None, "json", "http"):
+        raise ValueError(f"style must be json or http; got {style!r}")
+    for name in ("seconds", "retry_after", "megabytes", "limit_bytes"):
+        value = options.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+    if "flag" in options and options["flag"] not in (2, 3):
+        raise ValueError(f"a failed task ends with successFlag 2 or 3, not {options['flag']!r}")
 
 
 def parse_fault(spec: str) -> tuple[Fault, int]:

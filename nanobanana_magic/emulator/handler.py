@@ -18,6 +18,7 @@ from socketserver import TCPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+from .faults import PHASES
 from .records import Headers, RequestRecord
 from .service import Reply, json_reply, route_of
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 1024 * 1024
 CHUNK = 64 * 1024
-FAULT_PHASES = ("submit", "poll", "credits", "download")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -84,6 +84,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "NanoBananaEmulator/1.0"
     timeout = 60
+    # Small header and body writes would otherwise meet the client's delayed ACK (~40 ms each).
+    disable_nagle_algorithm = True
     server: EmulatorHTTPServer
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
@@ -105,16 +107,16 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         headers = Headers(self.headers.items())
         body = self._read_body()
         phase, _ = route_of(self.command, url.path)
-        fault = service.faults.take(phase) if phase in FAULT_PHASES else None
+        fault = service.faults.take(phase) if phase in PHASES else None
         service.log.add(RequestRecord(self.command, url.path, query, headers, phase, time.time(),
                                       body or b"", fault))
         if body is None:
             self.close_connection = True
-            self._send(json_reply({"code": 413, "msg": "request body too large"}, status=413))
+            self._deliver(json_reply({"code": 413, "msg": "request body too large"}, status=413), None)
             return
         try:
             if fault and fault.replaces_answer:
-                reply = service.fault_reply(fault, url.path) if fault.kind != "endless" else None
+                reply = service.fault_reply(fault, url.path)
             else:
                 reply = service.handle(self.command, url.path, query, headers, body, fault)
         except Exception:  # noqa: BLE001 - an emulator bug must still produce an answer
@@ -154,47 +156,47 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     # --- answer -----------------------------------------------------------------------
 
-    def _deliver(self, reply: Reply | None, fault: Fault | None) -> None:
+    def _deliver(self, reply: Reply, fault: Fault | None) -> None:
         kind = fault.kind if fault else None
         if kind == "delay":
             self._pause(fault["seconds"])
         if kind == "endless":
-            self._send_endless(fault["limit_bytes"])
-        elif kind == "huge_json" and reply is not None:
+            self._send_endless(reply, fault["limit_bytes"])
+        elif kind == "huge_json":
             self._send_padded_json(reply, fault["megabytes"])
         elif kind == "reset":
-            self._send_head(reply)
-            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.wfile.write(self._head(reply) + reply.body[: len(reply.body) // 2])
             self._pause(0.05)  # let the head and half a body reach the client first
             self._abort()
         elif kind == "truncate":
-            self._send_head(reply)
-            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.wfile.write(self._head(reply) + reply.body[: len(reply.body) // 2])
             self.close_connection = True
         elif kind == "slow":
             self._send_slowly(reply, fault["seconds"])
         else:
-            self._send(reply)
+            # One write for head and body: no small second packet for delayed ACKs to hold up.
+            self.wfile.write(self._head(reply) + reply.body)
 
-    def _send_head(self, reply: Reply, length: int | None = None, endless: bool = False) -> None:
+    def _head(self, reply: Reply, length: int | None = None, endless: bool = False) -> bytes:
         """Status line and headers; Content-Length always, unless the body never ends."""
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
+        self.log_request(reply.status)
+        phrase = self.responses.get(reply.status, ("",))[0]
+        lines = [
+            f"{self.protocol_version} {reply.status} {phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            f"Content-Type: {reply.content_type}",
+        ]
         if not endless:
-            self.send_header("Content-Length", str(len(reply.body) if length is None else length))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
+            lines.append(f"Content-Length: {len(reply.body) if length is None else length}")
+        lines += [f"{name}: {value}" for name, value in reply.headers.items()]
         if endless or self.close_connection:
-            self.send_header("Connection", "close")
+            lines.append("Connection: close")
             self.close_connection = True
-        self.end_headers()
-
-    def _send(self, reply: Reply) -> None:
-        self._send_head(reply)
-        self.wfile.write(reply.body)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _send_slowly(self, reply: Reply, seconds: float) -> None:
-        self._send_head(reply)
+        self.wfile.write(self._head(reply))
         pieces = 20
         step = max(1, -(-len(reply.body) // pieces))
         for start in range(0, len(reply.body), step):
@@ -202,10 +204,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             if self._pause(seconds / pieces):
                 return
 
-    def _send_endless(self, limit: int) -> None:
+    def _send_endless(self, reply: Reply, limit: int) -> None:
         """An image that never ends: stop at ``limit`` bytes, a hang-up, or shutdown."""
-        self._send_head(Reply(200, "image/png", b""), endless=True)
-        self.wfile.write(PNG_SIGNATURE)
+        self.wfile.write(self._head(reply, endless=True) + PNG_SIGNATURE)
         block, sent = bytes(CHUNK), len(PNG_SIGNATURE)
         while sent < limit and not self.server.stopping.is_set():
             self.wfile.write(block[: min(CHUNK, limit - sent)])
@@ -218,8 +219,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         head, _, tail = json.dumps(payload).rpartition('""')
         pad = int(megabytes * 1024 * 1024)
         prefix, suffix = (head + '"').encode(), ('"' + tail).encode()
-        self._send_head(reply, length=len(prefix) + pad + len(suffix))
-        self.wfile.write(prefix)
+        self.wfile.write(self._head(reply, length=len(prefix) + pad + len(suffix)) + prefix)
         block = b"x" * CHUNK
         for start in range(0, pad, CHUNK):
             self.wfile.write(block[: min(CHUNK, pad - start)])

@@ -26,6 +26,7 @@ PIXELS = {"1K": 1024 * 1024, "2K": 2048 * 2048, "4K": 4096 * 4096}
 
 #: Reference images larger than this are not downloaded (a placeholder is drawn).
 MAX_REFERENCE_BYTES = 5 * 1024 * 1024
+MAX_REFERENCE_PIXELS = 50_000_000
 REFERENCE_TIMEOUT = 3.0
 MAX_REFERENCES_DRAWN = 14
 MAX_PROMPT_CHARS_DRAWN = 600
@@ -65,7 +66,7 @@ def parse_ratio(aspect_ratio: str) -> tuple[int, int]:
 
 def render_result(spec: RenderSpec) -> bytes:
     """Draw and encode the result image of a task."""
-    references = [fetch_reference(url) for url in spec.image_urls[:MAX_REFERENCES_DRAWN]]
+    references = fetch_references(spec.image_urls[:MAX_REFERENCES_DRAWN])
     if spec.aspect_ratio == "auto":
         first = references[0] if references else None
         ratio = first.size if first is not None else (1, 1)
@@ -91,6 +92,16 @@ def encode(image: PILImage.Image, output_format: str) -> bytes:
     return buffer.getvalue()
 
 
+def fetch_references(urls: tuple[str, ...] | list[str]) -> list[PILImage.Image | None]:
+    """Fetch several references at once, so slow hosts cost one timeout, not one each."""
+    if len(urls) <= 1:
+        return [fetch_reference(url) for url in urls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="nanobanana-reference") as pool:
+        return list(pool.map(fetch_reference, urls))
+
+
 def fetch_reference(url: str) -> PILImage.Image | None:
     """Download and decode a reference image; None on any failure (never raises)."""
     from PIL import Image
@@ -102,6 +113,8 @@ def fetch_reference(url: str) -> PILImage.Image | None:
         if len(data) > MAX_REFERENCE_BYTES:
             return None
         image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_REFERENCE_PIXELS:
+            return None
         image.draft("RGB", (512, 512))
         image = image.convert("RGB")
         image.thumbnail((512, 512))

@@ -177,6 +177,8 @@ class Emulator:
     def inject(self, phase: str, kind: str, count: int = 1, **options: Any) -> Fault:
         """Queue a fault for the next ``count`` requests of ``phase`` (see faults.KINDS)."""
         fault = Fault(phase, kind, options)
+        if kind == "task_fails":
+            Failure(**fault.options)  # refuse a bad order now, not when a request hits it
         self._service.faults.add(fault, count)
         return fault
 

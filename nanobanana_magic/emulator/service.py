@@ -220,6 +220,8 @@ class Service:
                          b"</h1><form><input name='user'></form></body></html>\n")
         if kind == "bomb":
             return Reply(200, "image/png", images.bomb_png())
+        if kind == "endless":
+            return Reply(200, _image_type(path), b"")  # the handler streams the body
         raise ValueError(f"fault kind {kind!r} does not replace the answer")
 
     # --- tasks ------------------------------------------------------------------------
