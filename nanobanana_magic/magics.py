@@ -196,6 +196,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         return GenerationRequest(prompt=prompt, **values)
 
     def _should_wait(self, flag: bool | None) -> bool:
+        """The flag, else the setting; "auto" blocks where nobody watches an output area update."""
         setting = self.wait if flag is None else flag
         if setting == "auto":
             return self.bridge.headless()
@@ -206,7 +207,10 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     def show(self, generation: Generation, *, wait: bool, wait_timeout: float | None) -> None:
         """Put the generation in this cell's output; update it in place until it ends."""
         if not self.bridge.in_kernel:
-            self._show_in_terminal(generation, wait_timeout)
+            if wait or generation.done:
+                self._show_in_terminal(generation, wait_timeout)
+            else:
+                print(f"{status_text(generation)}; %nanobanana wait {generation.task_id} to block until it ends")
             return
         live = LiveOutput(generation, self.bridge, self.preview_max_px, self.preview_format,
                           quiet_errors=wait)

@@ -54,7 +54,10 @@ class Session:
         key = (self.settings.api_key, self.settings.base_url)
         with self._lock:
             if self._client is None or self._client_key != key:
-                self._client = NanoBananaClient(api_key=self.settings.api_key or "", base_url=self.settings.base_url)
+                # Optional timeouts/retries/backoff for the client (tests, slow links); absent on the magics.
+                options = dict(getattr(self.settings, "client_options", None) or {})
+                self._client = NanoBananaClient(api_key=self.settings.api_key or "", base_url=self.settings.base_url,
+                                                **options)
                 self._client_key = key
             return self._client
 

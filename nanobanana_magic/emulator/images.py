@@ -177,6 +177,7 @@ class RenderCache:
             return data
 
     def clear(self) -> None:
+        """Drop every cached image."""
         with self._lock:
             self._items.clear()
 

@@ -23,6 +23,7 @@ class Headers(dict):
         return isinstance(key, str) and super().__contains__(key.lower())
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The header's value, whatever the case of ``key``."""
         return super().get(key.lower(), default)
 
 
@@ -55,17 +56,21 @@ class RequestLog:
         self._records: list[RequestRecord] = []
 
     def add(self, record: RequestRecord) -> None:
+        """Append one record."""
         with self._lock:
             self._records.append(record)
 
     def snapshot(self) -> list[RequestRecord]:
+        """A copy of the records, oldest first."""
         with self._lock:
             return list(self._records)
 
     def count(self, predicate: Callable[[RequestRecord], bool]) -> int:
+        """How many records satisfy ``predicate``."""
         with self._lock:
             return sum(1 for record in self._records if predicate(record))
 
     def clear(self) -> None:
+        """Forget every record."""
         with self._lock:
             self._records.clear()

@@ -61,6 +61,7 @@ class Reply:
 
 
 def json_reply(payload: Any, status: int = 200) -> Reply:
+    """A JSON answer (UTF-8, non-ASCII kept readable)."""
     return Reply(status, "application/json", json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
 
@@ -111,6 +112,7 @@ class Service:
 
     @staticmethod
     def success(data: Any) -> Reply:
+        """The API's success envelope around ``data``."""
         return json_reply({"code": 200, "msg": "success", "data": data})
 
     def handle(self, method: str, path: str, query: dict[str, str], headers: Headers, body: bytes,
@@ -232,6 +234,7 @@ class Service:
         return task_record(task, url, json.dumps(task.body, ensure_ascii=False))
 
     def callback_payload(self, task: Task) -> dict[str, Any]:
+        """What is POSTed to ``callBackUrl``: the record-info answer of the task."""
         return {"code": 200, "msg": "success", "data": self.record(task)}
 
     def _payload_when_done(self, task: Task) -> dict[str, Any]:
@@ -242,6 +245,7 @@ class Service:
         return self.callback_payload(task)
 
     def render(self, task: Task) -> bytes:
+        """Draw the result image of a successful task."""
         params = task.params
         return images.render_result(images.RenderSpec(
             task.task_id, params.prompt, params.aspect_ratio, params.resolution,

@@ -67,6 +67,7 @@ class Task:
 
     @property
     def operation_type(self) -> str:
+        """The record's operationType, e.g. "nano-banana-2_1k"."""
         return f"nano-banana-2_{self.params.resolution.lower()}"
 
 
@@ -133,10 +134,12 @@ class TaskStore:
             task.failure = Failure()
 
     def get(self, task_id: str) -> Task | None:
+        """The task, or None when there is no such id."""
         with self._lock:
             return self._tasks.get(task_id)
 
     def snapshot(self) -> dict[str, Task]:
+        """A copy of the task table."""
         with self._lock:
             return dict(self._tasks)
 
@@ -162,10 +165,12 @@ class TaskStore:
         return task
 
     def order_failures(self, count: int, failure: Failure) -> None:
+        """Make the next ``count`` created tasks end with ``failure``."""
         with self._lock:
             self._failures.extend([failure] * count)
 
     def order_never_finish(self, count: int) -> None:
+        """Make the next ``count`` created tasks generate forever."""
         with self._lock:
             self._never_finish += count
 

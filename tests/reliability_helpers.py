@@ -1,0 +1,76 @@
+"""Helpers shared by the fault-matrix, soak and security tests."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from nanobanana_magic.secret import ApiKey, as_key
+
+T = TypeVar("T")
+
+FAST_SCHEDULE: tuple[tuple[float, float], ...] = ((1e9, 0.05),)
+# Small backoff so retries cost milliseconds; backoff_max stays above 1 s so that a
+# Retry-After of one second is honoured rather than capped.
+FAST_CLIENT: dict[str, Any] = {"backoff": 0.01, "backoff_max": 2.0, "retries": 2,
+                               "connect_timeout": 2.0, "read_timeout": 5.0, "download_timeout": 5.0}
+
+
+@dataclass
+class SessionSettings:
+    """The settings a `Session` reads, without IPython (the magics provide the same names)."""
+
+    api_key: ApiKey | None
+    base_url: str
+    output_dir: str
+    timeout: float = 30.0
+    cache: bool = False
+    poll_schedule: Sequence[Sequence[float]] = FAST_SCHEDULE
+    workers: int = 2
+    client_options: dict[str, Any] = field(default_factory=lambda: dict(FAST_CLIENT))
+
+    @classmethod
+    def for_emulator(cls, base_url: str, key: str, output_dir: "str | Path", **overrides: Any) -> "SessionSettings":
+        """Settings pointing at an emulator, fast schedule and fast client by default."""
+        options = {**FAST_CLIENT, **overrides.pop("client_options", {})}
+        return cls(api_key=as_key(key), base_url=base_url, output_dir=str(output_dir),
+                   client_options=options, **overrides)
+
+
+def closed_port_url() -> str:
+    """``http://127.0.0.1:PORT`` of a port nothing listens on (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Re-check ``predicate`` until truthy; fail after ``timeout`` seconds (no bare sleeps)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
+        pause.wait(0.01)
+
+
+def run_log_records(output_dir: "str | Path") -> list[dict[str, Any]]:
+    """Every JSON line of ``output_dir/runs.jsonl`` (empty when there is none)."""
+    path = Path(output_dir) / "runs.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_log_task_ids(output_dir: "str | Path") -> set[str]:
+    """Task ids named anywhere in the run log."""
+    return {str(record.get("task_id")) for record in run_log_records(output_dir)}

@@ -1,0 +1,112 @@
+"""The output directory: run log lines, saved files with metadata, safe names."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nanobanana_magic.generation import Generation
+from nanobanana_magic.imaging import embed_metadata, image_format, preview_bytes, read_metadata
+from nanobanana_magic.store import Store
+
+
+def _image_bytes(fmt: str, size=(64, 48)) -> bytes:
+    out = BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_metadata_is_embedded_without_touching_the_pixels(fmt):
+    data = _image_bytes(fmt)
+    tagged = embed_metadata(data, {"task_id": "abc", "request": {"prompt": "ünïcode ✓"}})
+    assert read_metadata(tagged) == {"task_id": "abc", "request": {"prompt": "ünïcode ✓"}}
+    assert Image.open(BytesIO(tagged)).tobytes() == Image.open(BytesIO(data)).tobytes()
+
+
+def test_preview_fits_the_longest_side():
+    preview = preview_bytes(_image_bytes("PNG", (4000, 1000)), 1024, "jpeg")
+    assert Image.open(BytesIO(preview)).size == (1024, 256)
+    assert image_format(preview) == "jpg"
+
+
+def _finished(task_id: str, request: dict | None = None) -> Generation:
+    generation = Generation(task_id, request or {"prompt": "p", "outputFormat": "png"})
+    generation.url = "http://files/x.png"
+    return generation
+
+
+@pytest.mark.parametrize("task_id", ["../../etc/passwd", "/abs/path", "a/b\\c", "..", "", "ÿ\x00\n"])
+def test_saved_file_names_cannot_escape_the_output_dir(tmp_path, task_id):
+    store = Store(tmp_path / "out")
+    path = store.save_image(_finished(task_id), _image_bytes("PNG"))
+    assert path.parent == tmp_path / "out" and path.exists()
+
+
+def test_same_task_saved_twice_gets_two_files(tmp_path):
+    store = Store(tmp_path)
+    first = store.save_image(_finished("abcdef1234"), _image_bytes("PNG"))
+    second = store.save_image(_finished("abcdef1234"), _image_bytes("PNG"))
+    assert first != second and first.exists() and second.exists()
+
+
+def test_file_extension_follows_the_bytes_not_the_request(tmp_path):
+    path = Store(tmp_path).save_image(_finished("t1", {"prompt": "p", "outputFormat": "png"}), _image_bytes("JPEG"))
+    assert path.suffix == ".jpg"
+
+
+def test_run_log_merges_submit_and_outcome(tmp_path):
+    store = Store(tmp_path)
+    store.record_submit("t1", {"prompt": "a"}, 1000.0)
+    store.record_submit("t2", {"prompt": "b"}, 1001.0)
+    generation = _finished("t1", {"prompt": "a"})
+    generation.path = store.save_image(generation, _image_bytes("PNG"))
+    generation.status = "succeeded"
+    store.record_outcome(generation)
+    entries = {e.task_id: e for e in store.entries()}
+    assert entries["t1"].status == "succeeded" and entries["t1"].sha256 and entries["t1"].file
+    assert entries["t2"].pending
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    store = Store(tmp_path)
+    store.record_submit("t1", {"prompt": "a"}, 1.0)
+    with open(store.log_path, "a") as handle:
+        handle.write('{"event": "submitted", "task_id": "t2", "requ')
+    assert [e.task_id for e in store.entries()] == ["t1"]
+
+
+def _append_many(directory: str, writer: int) -> None:
+    store = Store(directory)
+    for n in range(200):
+        store.record_submit(f"w{writer}-{n}", {"prompt": "x" * 3000}, float(n))
+
+
+def test_appends_from_several_processes_never_interleave(tmp_path):
+    processes = [multiprocessing.Process(target=_append_many, args=(str(tmp_path), w)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(30)
+    lines = Path(tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 800
+    assert all(json.loads(line)["request"]["prompt"] == "x" * 3000 for line in lines)
+
+
+def test_cache_finds_only_succeeded_requests_whose_file_exists(tmp_path):
+    store = Store(tmp_path)
+    body = {"prompt": "a", "resolution": "1K"}
+    store.record_submit("t1", body, 1.0)
+    generation = _finished("t1", body)
+    generation.path = store.save_image(generation, _image_bytes("PNG"))
+    generation.status = "succeeded"
+    store.record_outcome(generation)
+    assert store.find_cached(dict(reversed(list(body.items())))).task_id == "t1"
+    assert store.find_cached({"prompt": "b", "resolution": "1K"}) is None
+    Path(generation.path).unlink()
+    assert store.find_cached(body) is None
