@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = ["AuthenticationError", "DownloadError", "Generation", "GenerationRequest",
            "InsufficientCreditsError", "InvalidRequestError", "NanoBananaClient", "NanoBananaError",
            "NanoBananaMagics", "NetworkError", "PARAMETERS", "RateLimitError", "ServiceUnavailableError",
-           "TaskFailedError", "TaskTimeoutError", "config", "load_ipython_extension", "panel",
+           "TaskFailedError", "TaskTimeoutError", "config", "generate_many", "load_ipython_extension", "panel",
            "unload_ipython_extension"]
 
 _LAZY = {"NanoBananaClient": "client", "Generation": "generation", "NanoBananaMagics": "magics"}
@@ -60,6 +60,15 @@ def config() -> "NanoBananaMagics":
     from .extension import magics_instance
 
     return magics_instance()
+
+
+def generate_many(requests: Any, *, concurrency: int | None = None, force: bool = False) -> "list[Generation]":
+    """Generate a batch in this kernel's session (settings, cache, run log, poller), with a progress bar.
+
+    `requests`: GenerationRequests, dicts of parameters, or prompt strings. Results in input order.
+    """
+    magics = config()
+    return magics.session.generate_many(requests, concurrency=concurrency or magics.concurrency, force=force)
 
 
 def panel() -> Any:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -146,6 +147,8 @@ class NanoBananaClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = "nanobanana-magic/0.1"
+        self._poller: Any = None  # for generate_many, made on first use
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"NanoBananaClient(base_url={self.base_url!r}, api_key={mask(self._key.reveal() if self._key else None)!r})"
@@ -159,6 +162,8 @@ class NanoBananaClient:
         return mask(self._key.reveal() if self._key else None)
 
     def close(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
         self._session.close()
 
     # -- API calls -------------------------------------------------------
@@ -193,6 +198,29 @@ class NanoBananaClient:
         task_id = self.submit(request)
         return Generation(task_id, request.to_body(), client=self, timeout=timeout)
 
+    def generate_many(self, requests: "Sequence[GenerationRequest | dict | str]", *, concurrency: int = 4,
+                      progress: bool = True, timeout: float = 600.0) -> "list[Generation]":
+        """Generate many images, at most `concurrency` pending at once; results in input order.
+
+        One progress bar (a widget in a notebook, a line in a terminal). Rate limits slow the batch
+        down instead of failing it; a request the API refuses becomes a failed Generation.
+        """
+        from .batch import as_requests, run_batch, submit_or_record_failure
+        from .poller import Poller
+
+        with self._lock:
+            if self._poller is None:
+                self._poller = Poller()
+            poller = self._poller
+
+        def submit(request: GenerationRequest) -> "Generation":
+            generation = self.generate(request, timeout=timeout)
+            poller.track(generation)
+            return generation
+
+        return run_batch(as_requests(requests), submit_or_record_failure(submit),
+                         concurrency=concurrency, progress=progress)
+
     def download(self, url: str) -> bytes:
         """The bytes of a result image, checked to decode. Sent without the Authorization header."""
         attempts = max(1, self.retries)
@@ -219,7 +247,7 @@ class NanoBananaClient:
         url = self.base_url + path
         for attempt in range(1, self.retries + 2):
             try:
-                payload, attempts = self._exchange(method, url, headers, **kwargs)
+                payload, attempts, retry_after = self._exchange(method, url, headers, **kwargs)
             except _BrokenAnswer as exc:
                 # urllib3 retries until the headers arrive; an answer that breaks later is ours
                 # to retry, and only for reads: a submit may have created its task.
@@ -233,14 +261,16 @@ class NanoBananaClient:
             code = code or 500
             if code in RETRY_CODES and attempt <= self.retries:
                 delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                if retry_after is not None:  # a JSON-coded 429 may carry Retry-After on an HTTP 200
+                    delay = min(retry_after, self.backoff_max)
                 log.debug("%s %s answered code %s; retrying in %.1f s", method, path, code, delay)
                 time.sleep(delay)
                 continue
             raise error_for_code(code, payload.get("msg"), attempts=max(attempt, attempts))
         raise AssertionError("unreachable")
 
-    def _exchange(self, method: str, url: str, headers: dict, **kwargs: Any) -> tuple[dict, int]:
-        """One HTTP exchange (urllib3 retries inside); returns the JSON object and attempt count."""
+    def _exchange(self, method: str, url: str, headers: dict, **kwargs: Any) -> tuple[dict, int, float | None]:
+        """One HTTP exchange (urllib3 retries inside); returns the JSON object, attempt count and Retry-After."""
         submit = method == "POST"
         try:
             response = self._session.request(method, url, headers=headers, timeout=self.timeout,
@@ -274,7 +304,7 @@ class NanoBananaClient:
             raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
         if response.status_code != 200:  # urllib3 has already retried what was worth retrying
             raise error_for_code(response.status_code, payload.get("msg") or response.reason, attempts=attempts)
-        return payload, attempts
+        return payload, attempts, _retry_after(response.headers.get("Retry-After"))
 
     def _fetch_image(self, url: str) -> bytes:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -332,6 +362,16 @@ def _parse_json(body: bytes) -> dict | None:
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (a number or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, Retry(0).parse_retry_after(value))
+    except Exception:  # noqa: BLE001 - urllib3 raises InvalidHeader; a bad header means "no advice"
+        return None
 
 
 def _host(url: str) -> str:

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
-from typing import Any, Callable
+from collections import ChainMap
+from functools import partial
+from typing import Any, Callable, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union
 from traitlets.config import Configurable
 
-from . import views
+from . import provenance, views
 from .client import DEFAULT_BASE_URL
-from .display import bundle_for, status_text, caption_lines
+from .batch import Progress, run_batch, submit_or_record_failure
+from .display import bundle_for, caption_lines, status_text
+from .grid import Axis, LiveGrid, SweepGrid, combinations
 from .errors import InvalidRequestError, NanoBananaError
 from .generation import Generation
 from .interpolate import interpolate
 from .kernel import KernelBridge
-from .params import PARAMETERS, GenerationRequest, Param
+from .params import BY_NAME, PARAMETERS, GenerationRequest, Param
 from .secret import ApiKey, as_key, mask
 from .session import Session
 
@@ -90,6 +95,11 @@ def generation_arguments(func: Callable) -> Callable:
         argument("--force", action="store_true", help="skip the cache: always submit a new task"),
         argument("--raw", action="store_true", help="no {expression} interpolation: the body is the prompt"),
         argument("--dry-run", action="store_true", help="show the JSON body that would be sent; send nothing"),
+        argument("--sweep", action="append", metavar="NAME=V1,V2", default=[],
+                 help="repeatable: run every combination of these values as a batch and show a grid; NAME is a "
+                      "parameter (aspect_ratio, resolution, ...) or a {variable} of the prompt; NAME=@list takes "
+                      "the values from a list in your namespace"),
+        argument("-c", "--concurrency", type=int, metavar="N", help="tasks pending at once in a sweep (default 4)"),
         argument("-h", "--help", action="store_true", help="show this help"),
     ]
     params = [argument(*p.flags, **_argparse_options(p)) for p in PARAMETERS if p.flags]
@@ -137,6 +147,9 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     poll_schedule = List([[30.0, 1.0], [120.0, 2.0], [1e9, 5.0]],
                          help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status").tag(config=True)
     workers = Int(4, min=1, max=32, help="background threads that poll and download").tag(config=True)
+    concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
+    credit_costs = Dict({}, help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
+                                 "dry runs then say what a sweep costs").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -145,6 +158,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         self.bridge = KernelBridge(shell)
         self._emulator: Any = None
         self._before_emulator: tuple | None = None
+        self._unsettled: list[LiveOutput] = []  # background outputs that `%nanobanana wait` re-sends
 
     def _apply_environment(self) -> None:
         # Precedence: defaults < ipython_config < environment < %config < flags.
@@ -170,6 +184,9 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         if args.help:
             print(self.nanobanana_cell.parser.format_help())
             return
+        if args.sweep:
+            self.run_sweep(args, cell)
+            return
         request = self.build_request(args, cell)
         if args.dry_run:
             display(views.dry_run_bundle(request, self.base_url, self.api_key), raw=True)
@@ -179,21 +196,56 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             self.shell.user_ns[args.out] = generation
         self.show(generation, wait=self._should_wait(args.wait), wait_timeout=None)
 
-    def build_request(self, args: argparse.Namespace, cell: str) -> GenerationRequest:
-        """Flags over configured defaults, the interpolated body as prompt; validated, not sent."""
+    def build_request(self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None) -> GenerationRequest:
+        """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent."""
+        sweep = sweep or {}
         prompt = cell.strip()
         if not args.raw:
-            prompt = interpolate(prompt, self.shell.user_ns)
+            prompt = interpolate(prompt, ChainMap(dict(sweep), self.shell.user_ns))
         values = {}
         for param in PARAMETERS:
             if param.name == "prompt":
                 continue
-            flag_value = getattr(args, param.name, None)
+            flag_value = sweep.get(param.name, getattr(args, param.name, None))
             if flag_value is not None:
                 values[param.name] = flag_value
             elif param.configurable:
                 values[param.name] = getattr(self, param.name)
         return GenerationRequest(prompt=prompt, **values)
+
+    def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
+        """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
+        axes = parse_sweeps(args.sweep, self.shell.user_ns)
+        combos = combinations(axes)
+        requests = [self.build_request(args, cell, combo) for combo in combos]
+        if args.dry_run:
+            display(views.sweep_dry_run_bundle(combos, requests, dict(self.credit_costs)), raw=True)
+            return
+        grid = SweepGrid(axes)
+        bound: list[Generation | None] = [None] * len(requests)
+        if args.out:
+            self.shell.user_ns[args.out] = bound  # filled in input order as tasks are submitted
+        live = LiveGrid(grid, self.bridge) if self.bridge.in_kernel else None
+        progress = Progress(len(requests), label="sweep")
+
+        def on_submit(index: int, generation: Generation) -> None:
+            grid.set(index, generation)
+            bound[index] = generation
+            if live is not None:
+                generation.add_listener(live.refresh)
+                live.refresh(force=True)
+
+        submit = submit_or_record_failure(lambda r: self.session.submit(r, force=args.force, timeout=args.timeout))
+        batch = partial(run_batch, requests, submit, concurrency=args.concurrency or self.concurrency,
+                        progress=progress, on_submit=on_submit)
+        if live is not None and not self._should_wait(args.wait):
+            threading.Thread(target=batch, name="nanobanana-sweep", daemon=True).start()
+            return
+        batch()
+        if live is not None:
+            live.refresh(force=True)
+        else:
+            print(grid.text())
 
     def _should_wait(self, flag: bool | None) -> bool:
         """The flag, else the setting; "auto" blocks where nobody watches an output area update."""
@@ -215,12 +267,21 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         live = LiveOutput(generation, self.bridge, self.preview_max_px, self.preview_format,
                           quiet_errors=wait)
         if not wait:
+            self._keep_unsettled(live)
             return
         try:
             generation.wait(wait_timeout)
         except KeyboardInterrupt:
             live.stopped_waiting()
+            self._keep_unsettled(live)
             raise
+        finally:
+            live.settle(republish=False)
+
+    def _keep_unsettled(self, live: "LiveOutput") -> None:
+        # Only a headless client loses updates sent between cells (see _settle_background_outputs).
+        if self.bridge.headless():
+            self._unsettled.append(live)
 
     def _show_in_terminal(self, generation: Generation, wait_timeout: float | None) -> None:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
@@ -281,8 +342,16 @@ class NanoBananaMagics(Magics, ParameterDefaults):
                 generation.wait(remaining)
             except NanoBananaError as exc:
                 failures.append(exc)
+        self._settle_background_outputs()
         done = len(self.session.generations) - len(self.session.pending())
         print(f"{done} done, {len(self.session.pending())} pending, {len(failures)} failed")
+
+    def _settle_background_outputs(self) -> None:
+        # A headless client (nbclient) drops display updates that a worker sent between two
+        # cells; sending each ended state again from this cell puts it back in its own cell.
+        for live in [live for live in self._unsettled if live.generation.done]:
+            live.settle(republish=True)
+            self._unsettled.remove(live)
 
     @command("status")
     @argument("task_id", metavar="TASK_ID")
@@ -310,13 +379,47 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     @command("history")
     @argument("-n", type=int, default=20, metavar="N", help="show the newest N (default 20; 0 = all)")
+    @argument("--format", default="table", choices=provenance.FORMATS, help="table (default), json, csv or markdown")
+    @argument("--since", metavar="WHEN", help="only tasks submitted since WHEN: 30m, 2h, 7d, 2026-11-24, '2026-11-24 10:30'")
+    @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
     def cmd_history(self, rest: str) -> None:
         """This directory's run log, newest first; pending tasks marked."""
         args = parse_argstring(self.cmd_history, rest)
-        entries = list(reversed(self.session.store.entries()))
+        store = self.session.store
+        since = provenance.parse_since(args.since) if args.since else None
+        entries = list(reversed(provenance.select(store.entries(), since)))
         if args.n:
             entries = entries[: args.n]
-        display(views.history_bundle(entries, self.session.store), raw=True)
+        if args.out:
+            self.shell.user_ns[args.out] = [provenance.record(e, store) for e in entries]
+        if args.format == "table":
+            display(views.history_bundle(entries, store), raw=True)
+        else:
+            print(provenance.render(entries, store, args.format), end="")
+
+    @command("export")
+    @argument("path", metavar="PATH", help="file to write: .json, .jsonl, .csv or .md")
+    @argument("--since", metavar="WHEN", help="only tasks submitted since WHEN")
+    def cmd_export(self, rest: str) -> None:
+        """Write every generation of this directory (full request, times, status, file, sha256) to PATH."""
+        args = parse_argstring(self.cmd_export, rest)
+        store = self.session.store
+        since = provenance.parse_since(args.since) if args.since else None
+        entries = provenance.select(store.entries(), since)
+        path = provenance.export(args.path, entries, store)
+        print(f"wrote {len(entries)} generation(s) to {path}")
+
+    @command("verify")
+    def cmd_verify(self, rest: str) -> None:
+        """Re-hash the saved files against the run log; report missing or altered ones."""
+        checks = provenance.verify(self.session.store)
+        bad = [c for c in checks if c.state != "ok"]
+        for check in bad:
+            print(f"{check.state:8} {check.entry.task_id}  {check.path}")
+        print(f"{len(checks) - len(bad)} of {len(checks)} saved images match the run log"
+              + (f"; {len(bad)} missing or altered" if bad else ""))
+        if bad:
+            raise NanoBananaError(f"{len(bad)} saved image(s) missing or altered; see the list above")
 
     @command("cancel")
     @argument("task_ids", nargs="*", metavar="TASK_ID", help="tasks to stop polling, or 'all'")
@@ -390,6 +493,39 @@ class NanoBananaMagics(Magics, ParameterDefaults):
                   f"base_url is {self.base_url}")
 
 
+def _sweep_param(name: str) -> Param | None:
+    aliases = {(p.flag or "").lstrip("-").replace("-", "_"): p for p in PARAMETERS if p.flag}
+    return BY_NAME.get(name) if name in BY_NAME and name != "prompt" else aliases.get(name)
+
+
+def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
+    """`NAME=V1,V2` or `NAME=@list` → axes; parameter values are validated, others are prompt variables."""
+    axes: list[Axis] = []
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not text.strip():
+            raise InvalidRequestError(f"--sweep takes NAME=V1,V2 or NAME=@list, not '{spec}'")
+        if text.startswith("@"):
+            values = namespace.get(text[1:].strip())
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise InvalidRequestError(f"--sweep {name}=@{text[1:]}: '{text[1:]}' is not a list in your namespace")
+            values = list(values)
+        else:
+            values = [v.strip() for v in text.split(",") if v.strip()]
+        param = _sweep_param(name)
+        if param is not None:
+            name = param.name
+            values = [param.clean([v] if param.kind == "urls" else v) for v in values]
+        elif not name.isidentifier():
+            raise InvalidRequestError(f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) "
+                                      "nor a variable name")
+        if not values:
+            raise InvalidRequestError(f"--sweep {name} has no values")
+        axes.append((name, values))
+    return axes
+
+
 COMMANDS: dict[str, Callable[[NanoBananaMagics, str], Any]] = {
     "help": NanoBananaMagics.cmd_help,
     "panel": NanoBananaMagics.cmd_panel,
@@ -397,6 +533,8 @@ COMMANDS: dict[str, Callable[[NanoBananaMagics, str], Any]] = {
     "status": NanoBananaMagics.cmd_status,
     "fetch": NanoBananaMagics.cmd_fetch,
     "history": NanoBananaMagics.cmd_history,
+    "export": NanoBananaMagics.cmd_export,
+    "verify": NanoBananaMagics.cmd_verify,
     "cancel": NanoBananaMagics.cmd_cancel,
     "credits": NanoBananaMagics.cmd_credits,
     "config": NanoBananaMagics.cmd_config,
@@ -413,8 +551,11 @@ class LiveOutput:
         self.bridge = bridge
         self.max_px, self.fmt = max_px, fmt
         self.quiet_errors = quiet_errors  # a blocking cell raises the error itself: show it once
+        self.generation = generation
+        self._lock = threading.Lock()  # one update at a time; guards _ended_shown
         data, metadata = self._bundle(generation)
         self.handle = display(data, metadata=metadata, raw=True, display_id=True)
+        self._ended_shown = generation.done
         self._last_status = 0.0
         if not generation.done:
             generation.add_listener(self.refresh)
@@ -427,11 +568,26 @@ class LiveOutput:
         return bundle_for(generation, self.max_px, self.fmt)
 
     def refresh(self, generation: Generation) -> None:
-        if not generation.done and time.monotonic() - self._last_status < 0.5:
-            return  # status ticks at most twice a second
-        self._last_status = time.monotonic()
-        data, metadata = self._bundle(generation)
-        self.bridge.update(self.handle, data, metadata)
+        with self._lock:
+            ended = generation.done
+            if self._ended_shown:
+                return
+            if not ended and time.monotonic() - self._last_status < 0.5:
+                return  # status ticks at most twice a second
+            self._last_status = time.monotonic()
+            data, metadata = self._bundle(generation)
+            self.bridge.update(self.handle, data, metadata)
+            self._ended_shown = ended
+
+    def settle(self, *, republish: bool) -> None:
+        """Show the ended state from the calling (cell's) thread: a worker's update may still be
+        on its way when a blocking cell returns, and one sent between cells is lost headless."""
+        with self._lock:
+            if not self.generation.done or (self._ended_shown and not republish):
+                return
+            data, metadata = self._bundle(self.generation)
+            self.bridge.update(self.handle, data, metadata)
+            self._ended_shown = True
 
     def stopped_waiting(self) -> None:
         text = "stopped waiting (the task is still running: %nanobanana history, %nanobanana wait)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from .errors import NanoBananaError
 from .generation import DEFAULT_SCHEDULE, Generation
@@ -100,6 +100,14 @@ class Session:
         self._remember(generation)
         self.poller.track(generation)
         return generation
+
+    def generate_many(self, requests: Sequence[Any], *, concurrency: int = 4, force: bool = False,
+                      progress: bool = True) -> list[Generation]:
+        """A batch through this session (cache, run log, poller); Generations in input order."""
+        from .batch import as_requests, run_batch, submit_or_record_failure
+
+        submit = submit_or_record_failure(lambda request: self.submit(request, force=force))
+        return run_batch(as_requests(requests), submit, concurrency=concurrency, progress=progress)
 
     def fetch(self, task_id: str) -> Generation:
         """A task's result without submitting: from the saved file, else record-info and download."""

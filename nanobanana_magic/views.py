@@ -137,3 +137,20 @@ def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
             parts.append(f"      {doc.splitlines()[0]}")
     parts += ["", "Settings: %config NanoBananaMagics (key via NANOBANANA_API_KEY or %nanobanana login)."]
     return "\n".join(parts)
+
+
+def sweep_dry_run_bundle(combos: list[dict], requests: list["GenerationRequest"], costs: Mapping[str, float]) -> dict:
+    """The requests a sweep would send, their count and (when prices are known) their cost."""
+    rows = []
+    for n, (combo, request) in enumerate(zip(combos, requests), 1):
+        body = request.to_body()
+        rows.append([str(n), ", ".join(f"{k}={v}" for k, v in combo.items()), body["resolution"],
+                     body["aspectRatio"], _excerpt(body["prompt"], 50)])
+    total = f"{len(requests)} requests; nothing sent"
+    prices = [costs.get(r.to_body()["resolution"]) for r in requests]
+    if costs and all(p is not None for p in prices):
+        total += f"; they would cost {sum(prices):g} credits"
+    headers = ["#", "sweep", "res", "ratio", "prompt"]
+    text = "dry run: " + total + "\n" + _table(headers, rows)
+    return {"text/plain": text, "text/html": f"<p>dry run: {html.escape(total)}</p>" + _html_table(
+        headers, [[html.escape(c) for c in row] for row in rows])}

@@ -32,6 +32,9 @@ TOUR_CELLS = {
     "setup": code_cell(SETUP),
     "city": code_cell('city = "Lisbon"'),
     "image": code_cell("%%nanobanana -a 16:9\na watercolour map of {city} at dusk"),
+    # more blocking cells: each one once raced its own final update (the cell ended first)
+    "image_jpg": code_cell("%%nanobanana -a 1:1 -f jpg\na lemon on a plate"),
+    "image_2k": code_cell("%%nanobanana -r 2K -a 9:16\na tall banana tree"),
     "forbidden": code_cell("%%nanobanana\na forbidden subject", RAISES),
     "bad_ratio": code_cell("%%nanobanana -a 7:3\na red apple", RAISES),
     "fifteen_images": code_cell(f"%%nanobanana {FIFTEEN_IMAGES}\na red apple", RAISES),
@@ -129,6 +132,9 @@ def test_headless_run_leaves_the_image_and_its_caption_in_the_cell(tour):
     assert saved.exists() and saved.parent == tour.output_dir
     assert "a watercolour map of Lisbon at dusk" in cell.outputs[0].data["text/plain"]
     assert tour.submits_by("image") == 1
+    for name in ("image_jpg", "image_2k"):
+        assert_shows_image(tour.cell(name))
+        assert tour.submits_by(name) == 1
 
 
 # -- 2. a failed task ---------------------------------------------------------------------
@@ -259,7 +265,6 @@ def test_interrupt_during_a_blocking_wait_leaves_the_task_pending_and_fetchable(
         fetched = kernel.run(f"%nanobanana fetch {task_id}")
 
     assert single_error(waited).ename == "KeyboardInterrupt"
-    assert "stopped waiting" in plain_text(waited)
     assert "pending" in next(line for line in history.splitlines() if task_id in line)
     assert assert_shows_image(fetched)["task_id"] == task_id
     assert emulator.submit_count == 1
