@@ -17,7 +17,7 @@ from urllib3.util.retry import Retry
 
 from .errors import (AuthenticationError, DownloadError, NanoBananaError, NetworkError,
                      ServiceUnavailableError, error_for_code)
-from .params import GenerationRequest
+from .params import DEFAULT_BASE_URL, GenerationRequest
 from .secret import ApiKey, as_key, mask
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nanobanana_magic")
 
-DEFAULT_BASE_URL = "https://api.nanobananaapi.ai"
 SUBMIT_PATH = "/api/v1/nanobanana/generate-2"
 RECORD_INFO_PATH = "/api/v1/nanobanana/record-info"
 CREDIT_PATH = "/api/v1/common/credit"

@@ -236,7 +236,10 @@ class Generation:
             self._end("failed", exc, confirmed=True)
             return
         except OSError as exc:  # disk full, permissions: the image stays at the URL
-            self._end("failed", NanoBananaError(f"could not save the image: {exc.strerror or exc}"), confirmed=True)
+            where = f" to {exc.filename}" if exc.filename else ""
+            self._end("failed", NanoBananaError(
+                f"could not save the image{where}: {exc.strerror or exc}; fix output_dir, then "
+                f"%nanobanana fetch {self.task_id}"), confirmed=True)
             return
         self._end("succeeded", None, confirmed=True)
 

@@ -17,7 +17,6 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType,
 from traitlets.config import Configurable
 
 from . import provenance, views
-from .client import DEFAULT_BASE_URL
 from .batch import Progress, run_batch, submit_or_record_failure
 from .display import bundle_for, caption_lines, status_text
 from .grid import Axis, LiveGrid, SweepGrid, combinations
@@ -25,7 +24,7 @@ from .errors import InvalidRequestError, NanoBananaError
 from .generation import Generation
 from .interpolate import interpolate
 from .kernel import KernelBridge
-from .params import BY_NAME, PARAMETERS, GenerationRequest, Param
+from .params import BY_NAME, DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
 from .secret import ApiKey, as_key, mask
 from .session import Session
 

@@ -189,7 +189,6 @@ class _Tile:
         with self._lock:
             if self._final:
                 return
-            self._final = gen.done
             text, style = f"⏳ generating · {gen.elapsed:.0f} s · task {gen.task_id[:12]}…", _MUTED
             if gen.status == "succeeded" and gen.data:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
@@ -206,6 +205,7 @@ class _Tile:
             prompt = html.escape(" ".join(gen.prompt.split())[:70])
             self.label.value = (f"<div style='font-size:12px;line-height:1.3'><b>{prompt}</b></div>"
                                 f"<div style='{style};white-space:normal'>{html.escape(text)}</div>")
+            self._final = gen.done
 
 
 class Panel(W.VBox):
@@ -268,6 +268,9 @@ class Panel(W.VBox):
         title = W.HTML("<span style='font-size:17px;font-weight:600'>🍌 NanoBanana</span>"
                        f" <span style='{_MUTED}'>image generation · the options of %%nanobanana</span>")
         grid_layout = W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="2px 18px", margin="8px 0")
+        for widget, name in ((self, "panel"), (self.generate, "generate"), (self.gallery, "gallery"),
+                             (self.preview, "preview"), (self.status, "status")):
+            widget.add_class(f"nanobanana-{name}")  # stable hooks for browser tests and user CSS
         self.children = [
             W.HBox([title, self.credits], layout=W.Layout(justify_content="space-between", align_items="center")),
             self.prompt.box, W.GridBox(grid, layout=grid_layout), *urls,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidRequestError
 
+DEFAULT_BASE_URL = "https://api.nanobananaapi.ai"
 MAX_PROMPT_CHARS = 20_000
 MAX_IMAGE_URLS = 14
 

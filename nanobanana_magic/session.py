@@ -6,6 +6,7 @@ output directory, the poller, and this kernel's generations.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -86,6 +87,7 @@ class Session:
         """A cached generation, or a new task: submitted, logged, then polled in the background."""
         body = request.to_body()
         store = self.store
+        _check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
         if self.settings.cache and not force:
             entry = store.find_cached(body)
             if entry is not None:
@@ -160,3 +162,17 @@ class Session:
         return Generation.from_file(entry.task_id, entry.request, store.file_path(entry), url=entry.url,
                                     submitted_at=entry.submitted_at, finished_at=entry.finished_at,
                                     cached=cached)
+
+
+def _check_output_dir(path: Path) -> None:
+    """Create `output_dir` if needed; a one-line error when it cannot hold the run log and images."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        if os.access(path, os.W_OK | os.X_OK):
+            return
+        reason = "not writable"
+    raise NanoBananaError(f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted. "
+                          "Set %config NanoBananaMagics.output_dir = '...' or NANOBANANA_OUTPUT_DIR")

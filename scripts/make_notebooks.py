@@ -143,6 +143,132 @@ until every pending task is done. `%nanobanana help` lists every command and opt
 ]
 
 
+RESEARCH = [
+    md("""
+# Reproducible research with nanobanana-magic
+
+Researchers rarely make one image. This notebook shows how to make many, from data, and how
+to keep a record that a methods section or a data card can cite: every task id, the full request,
+the times, the file and its sha256.
+"""),
+    code("%load_ext nanobanana_magic"),
+    code("""
+import os
+
+if not os.environ.get("NANOBANANA_API_KEY"):
+    %nanobanana emulator start
+"""),
+    md("""
+## Prompts from data
+
+`{expression}` in a cell takes any Python expression from your namespace: names, indexing,
+attributes, calls. The prompt actually sent is stored with the image.
+"""),
+    code("""
+specimens = [
+    {"name": "axolotl", "habitat": "a misty mountain lake"},
+    {"name": "pangolin", "habitat": "a dry savanna at noon"},
+]
+specimen = specimens[0]
+"""),
+    code("""
+%%nanobanana -a 4:3 -o plate
+a natural-history plate of the {specimen['name']} in {specimen['habitat']}, ink and watercolour
+"""),
+    code("plate.request['prompt']"),
+    md("""
+## A sweep: every combination, as a labelled grid
+
+`--sweep NAME=V1,V2` varies a parameter (any of the magic's options) or a `{variable}` of the
+prompt; `NAME=@list` takes the values from a list. The cartesian product runs as one batch (at
+most `--concurrency` tasks at a time) and the grid fills in as tasks finish. First, a dry run:
+it lists the requests and, when you tell it your plan's prices, what they cost.
+"""),
+    code("""
+subjects = ["a red fox", "a snowy owl", "a banana"]
+%config NanoBananaMagics.credit_costs = {"1K": 4, "2K": 6, "4K": 12}
+"""),
+    code("""
+%%nanobanana --dry-run --sweep aspect_ratio=1:1,16:9 --sweep resolution=1K,2K --sweep subject=@subjects
+{subject} in a field guide, flat colours
+"""),
+    code("""
+%%nanobanana --sweep aspect_ratio=1:1,16:9 --sweep resolution=1K,2K --sweep subject=@subjects -o grid
+{subject} in a field guide, flat colours
+"""),
+    code("""
+[(g.request["aspectRatio"], g.request["resolution"], g.status) for g in grid[:4]]
+"""),
+    md("""
+## A batch from Python, with a progress bar
+
+`nanobanana_magic.generate_many` takes prompts, dicts of parameters or `GenerationRequest`s,
+keeps at most `concurrency` tasks pending, shows one progress bar, and returns the results in
+input order. Rate limits slow it down instead of failing it; interrupting stops submitting (what
+was submitted stays in the run log and keeps being polled).
+"""),
+    code("""
+import nanobanana_magic
+from nanobanana_magic import GenerationRequest
+
+requests = [GenerationRequest(prompt=f"the {s['name']} in {s['habitat']}, botanical style", aspect_ratio="3:2")
+            for s in specimens]
+requests.append({"prompt": "a banana under a microscope", "resolution": "2K"})
+batch = nanobanana_magic.generate_many(requests, concurrency=2)
+[(g.task_id[:8], g.status, g.path.name if g.path else None) for g in batch]
+"""),
+    md("""
+## Re-running costs nothing
+
+Each request body is compared (after interpolation) with the run log: an equal one that succeeded
+is answered from its saved file, with no API call. Run the batch again:
+"""),
+    code("""
+again = nanobanana_magic.generate_many(requests, concurrency=2)
+print(sum(g.cached for g in again), "of", len(again), "answered from the cache")
+"""),
+    md("""
+## Provenance: history, export, verify
+
+`%nanobanana history --format table|json|csv|markdown` shows the run log (newest first);
+`%nanobanana export PATH` writes all of it (.json, .jsonl, .csv or .md) and `%nanobanana verify`
+re-hashes the saved files to prove they are the ones the run log describes.
+"""),
+    code("%nanobanana history -n 5 --format markdown"),
+    code("%nanobanana export provenance/generations.csv"),
+    code("""
+import csv
+
+rows = list(csv.DictReader(open("provenance/generations.csv")))
+print(len(rows), "generations;", rows[0]["task_id"], rows[0]["sha256"][:16], "…")
+"""),
+    code("%nanobanana verify"),
+    md("""
+## Running the whole notebook headless
+
+Headless runs block on each cell (the `wait="auto"` setting), so the saved notebook holds every
+image. With papermill:
+
+```bash
+NANOBANANA_API_KEY=... papermill reproducible-research.ipynb out.ipynb
+```
+
+or with nbclient from Python:
+
+```python
+import nbformat
+from nbclient import NotebookClient
+
+nb = nbformat.read("reproducible-research.ipynb", as_version=4)
+NotebookClient(nb, timeout=600).execute()
+nbformat.write(nb, "out.ipynb")
+```
+
+`make demo` in the repository does exactly that for every notebook, against the bundled emulator.
+"""),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -154,3 +280,4 @@ def write(name: str, cells: list) -> None:
 
 if __name__ == "__main__":
     write("quickstart.ipynb", QUICKSTART)
+    write("reproducible-research.ipynb", RESEARCH)

@@ -6,6 +6,7 @@ Used by `make demo`. Usage: python scripts/run_notebooks.py notebooks/quickstart
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import shutil
 import sys
@@ -40,7 +41,7 @@ def execute(path: Path, build: Path, env: dict[str, str]) -> tuple[Path, Path, i
     html, _ = HTMLExporter().from_notebook_node(notebook)
     out_html = out_ipynb.with_suffix(".html")
     out_html.write_text(html, encoding="utf-8")
-    images = html.count("data:image/")
+    images = len(re.findall(r"data:image/(?:jpeg|png);base64", html))
     return out_ipynb, out_html, images
 
 

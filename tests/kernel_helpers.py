@@ -77,8 +77,9 @@ class LiveKernel:
         return cell
 
     def interrupt(self) -> None:
-        """SIGINT to the kernel, as the notebook's stop button does."""
-        self.client.km.interrupt_kernel()
+        """SIGINT to the kernel, as the stop button does (the python3 kernel's interrupt mode is
+        "signal"); safe from another thread, unlike nbclient's async kernel manager."""
+        os.kill(self.client.km.provisioner.process.pid, signal.SIGINT)
 
     def kill(self) -> None:
         """SIGKILL: the kernel dies at once, with no chance to clean up (a crash, an OOM kill)."""

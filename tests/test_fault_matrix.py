@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EVERY_TIME = 1000  # a fault count no retry loop can exhaust
 WAIT_LIMIT = 30.0  # a row that hangs fails here instead of at the global timeout
 PROMPT = "a lighthouse at dusk, fault matrix"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _load_doc_script() -> Any:
@@ -259,7 +260,7 @@ CASES: list[Case] = [
          inject=("status", 1, {"status": 410}), says="expired"),
     Case("download", "truncated image", RETRIED, inject=("truncate", 1, {})),
     Case("download", "truncated every time", "retried, then DownloadError", DownloadError,
-         inject=("truncate", EVERY_TIME, {}), says="truncated or corrupt"),
+         inject=("truncate", EVERY_TIME, {}), says="broke off"),
     Case("download", "corrupt image bytes", RETRIED, inject=("corrupt", 1, {})),
     Case("download", "corrupt every time", "retried, then DownloadError", DownloadError,
          inject=("corrupt", EVERY_TIME, {}), says="truncated or corrupt"),
@@ -431,11 +432,13 @@ def matrix_doc(request: pytest.FixtureRequest):
         return  # a partial or failing run leaves the doc alone
     rows = [_PASSED[case.id] for case in ALL_CASES]
     doc.write_doc(rows)
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        for line in doc.render_text(rows).splitlines():
-            reporter.write_line(line)
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
+            reporter.write_line("")
+            for line in doc.render_text(rows).splitlines():
+                reporter.write_line(line)
 
 
 # -- the tests --------------------------------------------------------------------------------
@@ -468,7 +471,8 @@ def test_fault_in_cell_has_documented_outcome(case: Case, emulator: Emulator, sh
     assert_row(case, seen, emulator)
     assert API_KEY not in seen.output
     if case.error is not None:
-        shown = [line for line in seen.output.splitlines() if f"{case.error.__name__}:" in line]
+        plain = ANSI.sub("", seen.output)
+        shown = [line for line in plain.splitlines() if f"{case.error.__name__}:" in line]
         assert len(shown) == 1, seen.output
-        assert "Traceback" not in seen.output
+        assert "Traceback" not in plain
     _PASSED[case.id] = _doc_row(case, seen)

@@ -248,7 +248,7 @@ def test_task_of_a_killed_kernel_is_fetched_by_a_new_kernel_without_a_new_submit
 
 def test_interrupt_during_a_blocking_wait_leaves_the_task_pending_and_fetchable(emulator, kernel_env, tmp_path):
     emulator.latency = None
-    with live_kernel(tmp_path, kernel_env) as kernel:
+    with live_kernel(tmp_path, kernel_env, timeout=20) as kernel:
         kernel.run(SETUP)
 
         def interrupt_once_polling() -> None:
