@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)  ## start the emulator, run notebooks/quickstart.ipynb headless, write build/*.ipynb and *.html
-	$(PY) scripts/run_notebooks.py notebooks/quickstart.ipynb
+demo: $(STAMP)  ## start the emulator, run notebooks/*.ipynb headless, write build/*.ipynb and *.html
+	$(PY) scripts/run_notebooks.py notebooks/*.ipynb
 
 test: $(STAMP)  ## the whole test suite (unit, emulator, IPython, real kernels, browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
