@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nanobanana_magic")
 
 # (until this many seconds after submit, poll this often): frequent at first, then backing off.
-DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((30.0, 1.0), (120.0, 2.0), (float("inf"), 5.0))
+DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (float("inf"), 5.0))
 MAX_TRANSIENT_POLL_FAILURES = 20
 
 

@@ -143,7 +143,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     preview_max_px = Int(1024, min=64, help="longest side of the preview embedded in the notebook").tag(config=True)
     preview_format = Enum(["jpeg", "png"], "jpeg", help="format of the embedded preview").tag(config=True)
     short_errors = Bool(True, help="show this package's errors as one line (False: full traceback)").tag(config=True)
-    poll_schedule = List([[30.0, 1.0], [120.0, 2.0], [1e9, 5.0]],
+    poll_schedule = List([[60.0, 1.0], [180.0, 2.0], [1e9, 5.0]],
                          help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status").tag(config=True)
     workers = Int(4, min=1, max=32, help="background threads that poll and download").tag(config=True)
     concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
