@@ -21,6 +21,7 @@ test: $(STAMP)  ## the whole test suite (unit, emulator, IPython, real kernels, 
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks against the emulator; writes benchmarks/RESULTS.md
+	$(PY) -m compileall -q nanobanana_magic  # as pip install does: time imports, not compiles
 	$(PY) benchmarks/run.py
 
 lab: $(STAMP)  ## JupyterLab on notebooks/, talking to a local emulator

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import ChainMap
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
@@ -16,17 +16,16 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union
 from traitlets.config import Configurable
 
-from . import provenance, views
-from .batch import Progress, run_batch, submit_or_record_failure
-from .display import bundle_for, caption_lines, status_text
-from .grid import Axis, LiveGrid, SweepGrid, combinations
 from .errors import InvalidRequestError, NanoBananaError
-from .generation import Generation
-from .interpolate import interpolate
 from .kernel import KernelBridge
 from .params import BY_NAME, DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
 from .secret import ApiKey, as_key, mask
 from .session import Session
+
+# display, views, batch, grid, provenance and interpolate load on first use: %load_ext only registers.
+if TYPE_CHECKING:
+    from .generation import Generation
+    from .grid import Axis
 
 ENVIRONMENT = {"api_key": "NANOBANANA_API_KEY", "base_url": "NANOBANANA_BASE_URL",
                "output_dir": "NANOBANANA_OUTPUT_DIR"}
@@ -188,6 +187,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             return
         request = self.build_request(args, cell)
         if args.dry_run:
+            from . import views
+
             display(views.dry_run_bundle(request, self.base_url, self.api_key), raw=True)
             return
         generation = self.session.submit(request, force=args.force, timeout=args.timeout)
@@ -197,6 +198,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def build_request(self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None) -> GenerationRequest:
         """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent."""
+        from .interpolate import interpolate
+
         sweep = sweep or {}
         prompt = cell.strip()
         if not args.raw:
@@ -214,6 +217,10 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
         """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
+        from . import views
+        from .batch import Progress, run_batch, submit_or_record_failure
+        from .grid import LiveGrid, SweepGrid, combinations
+
         axes = parse_sweeps(args.sweep, self.shell.user_ns)
         combos = combinations(axes)
         requests = [self.build_request(args, cell, combo) for combo in combos]
@@ -257,6 +264,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def show(self, generation: Generation, *, wait: bool, wait_timeout: float | None) -> None:
         """Put the generation in this cell's output; update it in place until it ends."""
+        from .display import status_text
+
         if not self.bridge.in_kernel:
             if wait or generation.done:
                 self._show_in_terminal(generation, wait_timeout)
@@ -283,6 +292,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             self._unsettled.append(live)
 
     def _show_in_terminal(self, generation: Generation, wait_timeout: float | None) -> None:
+        from .display import caption_lines, status_text
+
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         try:
             while not generation.done and (deadline is None or time.monotonic() < deadline):
@@ -316,6 +327,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("help")
     def cmd_help(self, rest: str) -> None:
         """Usage of every command and option."""
+        from . import views
+
         print(views.help_text(self.nanobanana_cell.parser.format_help(), COMMANDS))
 
     @command("panel")
@@ -358,6 +371,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         """One record-info call, shown readably."""
         args = parse_argstring(self.cmd_status, rest)
         status = self.session.client.record_info(args.task_id)
+        from . import views
+
         display(views.status_bundle(status), raw=True)
 
     @command("fetch")
@@ -378,11 +393,13 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     @command("history")
     @argument("-n", type=int, default=20, metavar="N", help="show the newest N (default 20; 0 = all)")
-    @argument("--format", default="table", choices=provenance.FORMATS, help="table (default), json, csv or markdown")
+    @argument("--format", default="table", help="table (default), json, csv or markdown")
     @argument("--since", metavar="WHEN", help="only tasks submitted since WHEN: 30m, 2h, 7d, 2026-11-24, '2026-11-24 10:30'")
     @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
     def cmd_history(self, rest: str) -> None:
         """This directory's run log, newest first; pending tasks marked."""
+        from . import provenance, views
+
         args = parse_argstring(self.cmd_history, rest)
         store = self.session.store
         since = provenance.parse_since(args.since) if args.since else None
@@ -401,6 +418,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @argument("--since", metavar="WHEN", help="only tasks submitted since WHEN")
     def cmd_export(self, rest: str) -> None:
         """Write every generation of this directory (full request, times, status, file, sha256) to PATH."""
+        from . import provenance
+
         args = parse_argstring(self.cmd_export, rest)
         store = self.session.store
         since = provenance.parse_since(args.since) if args.since else None
@@ -411,6 +430,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("verify")
     def cmd_verify(self, rest: str) -> None:
         """Re-hash the saved files against the run log; report missing or altered ones."""
+        from . import provenance
+
         checks = provenance.verify(self.session.store)
         bad = [c for c in checks if c.state != "ok"]
         for check in bad:
@@ -440,6 +461,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("config")
     def cmd_config(self, rest: str) -> None:
         """Effective configuration, key masked."""
+        from . import views
+
         display(views.config_bundle(self._settings()), raw=True)
 
     def _settings(self) -> dict[str, Any]:
@@ -555,21 +578,22 @@ class LiveOutput:
         data, metadata = self._bundle(generation)
         self.handle = display(data, metadata=metadata, raw=True, display_id=True)
         self._ended_shown = generation.done
+        self._stopped_waiting = False  # then status ticks would hide the "stopped waiting" note
         self._last_status = 0.0
         if not generation.done:
             generation.add_listener(self.refresh)
 
     def _bundle(self, generation: Generation) -> tuple[dict, dict]:
-        if self.quiet_errors and generation.status == "failed":
-            from .display import status_bundle
+        from .display import bundle_for, status_bundle
 
+        if self.quiet_errors and generation.status == "failed":
             return status_bundle(generation)
         return bundle_for(generation, self.max_px, self.fmt)
 
     def refresh(self, generation: Generation) -> None:
         with self._lock:
             ended = generation.done
-            if self._ended_shown:
+            if self._ended_shown or (self._stopped_waiting and not ended):
                 return
             if not ended and time.monotonic() - self._last_status < 0.5:
                 return  # status ticks at most twice a second
@@ -590,5 +614,7 @@ class LiveOutput:
 
     def stopped_waiting(self) -> None:
         text = "stopped waiting (the task is still running: %nanobanana history, %nanobanana wait)"
-        self.bridge.update(self.handle, {"text/plain": text}, {})
+        with self._lock:
+            self._stopped_waiting = True
+            self.bridge.update(self.handle, {"text/plain": text}, {})
 

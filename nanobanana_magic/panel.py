@@ -84,15 +84,18 @@ def _simple_field(param: params.Param, value: Any) -> _Field:
     common = dict(description=_title(param.label), tooltip=param.help, style=LABEL_STYLE)
     if param.kind == "choice" and len(param.choices) <= TOGGLE_MAX_CHOICES:
         return _Field(param, W.ToggleButtons(options=param.choices, value=value if value in param.choices else None,
-                                             **{**common, "style": {**LABEL_STYLE, "button_width": "64px"}}))
+                                             layout=W.Layout(width="auto", display="flex"),
+                                             **{**common, "style": {**LABEL_STYLE, "button_width": "60px"}}))
     if param.kind == "choice":
         return _Field(param, W.Dropdown(options=param.choices, value=value if value in param.choices else None,
                                         layout=W.Layout(width="260px"), **common))
     if param.kind == "bool":
         return _Field(param, W.Checkbox(value=bool(value), **common))
     widget = W.Text(value=value or "", placeholder="https://…" if param.kind == "url" else "",
-                    layout=W.Layout(width="95%"), **common)
-    return _Field(param, widget, lambda: widget.value.strip() or None)
+                    layout=W.Layout(width="98%"), **common)
+    field = _Field(param, widget, lambda: widget.value.strip() or None)
+    field.box.layout.grid_column = "span 2"  # URLs are long
+    return field
 
 
 class _UrlList:
@@ -103,12 +106,16 @@ class _UrlList:
         self.rows: list[SimpleNamespace] = []  # each: text, thumb, error, box
         self._thumbs: dict[str, bytes | None] = {}  # url → thumbnail; None while loading or when it failed
         self._callbacks: list[Callable[[], None]] = []
-        self.add = W.Button(description="Add reference image", icon="plus", tooltip=param.help)
+        self.add = W.Button(description="Add reference image", icon="plus", tooltip=param.help,
+                            layout=W.Layout(width="auto"))
         self.add.on_click(lambda _: self.add_row())
         self.rows_box, self.error = W.VBox(), W.HTML(layout=W.Layout(display="none"))
         heading = W.HTML(f"<b>{html.escape(_title(param.label))}</b> "
-                         f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS} http(s) URLs</span>")
-        self.box = W.VBox([heading, self.rows_box, W.HBox([self.add, self.error])], layout=W.Layout(margin="4px 0"))
+                         f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS} http(s) URLs</span>",
+                         layout=W.Layout(width="260px"))
+        self.box = W.VBox([W.HBox([heading, self.add, self.error], layout=W.Layout(align_items="center")),
+                           self.rows_box], layout=W.Layout(margin="4px 0"))
+        self.box.add_class("nanobanana-images")
         for url in urls or ():
             self.add_row(url)
 
@@ -189,7 +196,7 @@ class _Tile:
         with self._lock:
             if self._final:
                 return
-            text, style = f"⏳ generating · {gen.elapsed:.0f} s · task {gen.task_id[:12]}…", _MUTED
+            text, style = f"generating · {gen.elapsed:.0f} s · task {gen.task_id[:12]}…", _MUTED
             if gen.status == "succeeded" and gen.data:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
                 image = W.Image(value=preview_bytes(gen.data, THUMB_PX, "jpeg"), format="jpeg",
@@ -244,7 +251,7 @@ class Panel(W.VBox):
                 urls.append(field.box)
             else:
                 field = _simple_field(param, self._default(param))
-                grid.append(field.box)
+                grid.append(field)
             field.observe(self._validate)
             self.fields.append(field)
         self.generate = W.Button(description="Generate", button_style="primary", icon="magic",
@@ -265,15 +272,17 @@ class Panel(W.VBox):
         close.on_click(lambda _: _show(self.preview, False))
         self.preview = W.VBox([self.preview_image, self.preview_caption, close],
                               layout=W.Layout(display="none", margin="0 0 10px"))
-        title = W.HTML("<span style='font-size:17px;font-weight:600'>🍌 NanoBanana</span>"
+        title = W.HTML("<span style='font-size:17px;font-weight:600'><span style='color:#f2c200'>●</span>"
+                       " NanoBanana</span>"
                        f" <span style='{_MUTED}'>image generation · the options of %%nanobanana</span>")
-        grid_layout = W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="2px 18px", margin="8px 0")
+        grid.sort(key=lambda f: {"choice": 0, "bool": 1}.get(f.param.kind, 2))  # choices, switches, then text
+        grid_layout = W.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 12px", margin="6px 0")
         for widget, name in ((self, "panel"), (self.generate, "generate"), (self.gallery, "gallery"),
                              (self.preview, "preview"), (self.status, "status")):
             widget.add_class(f"nanobanana-{name}")  # stable hooks for browser tests and user CSS
         self.children = [
             W.HBox([title, self.credits], layout=W.Layout(justify_content="space-between", align_items="center")),
-            self.prompt.box, W.GridBox(grid, layout=grid_layout), *urls,
+            self.prompt.box, W.GridBox([f.box for f in grid], layout=grid_layout), *urls,
             W.HBox([self.generate, self.force, self.copy], layout=W.Layout(align_items="center", margin="10px 0 2px")),
             self.cell, self.status,
             W.HTML(f"<b>Results</b> <span style='{_MUTED}'>newest first · panel.results[i] in code</span>"),
@@ -281,7 +290,7 @@ class Panel(W.VBox):
         ]
 
     def _prompt_field(self, param: params.Param) -> _Field:
-        area = W.Textarea(placeholder=f"What to draw… ({param.help})", rows=4, layout=W.Layout(width="100%"))
+        area = W.Textarea(placeholder=f"What to draw… ({param.help})", rows=3, layout=W.Layout(width="100%"))
         area.observe(lambda change: setattr(self, "_touched", True), names="value")
         self.prompt, self.counter = _Field(param, area, lambda: area.value.strip()), W.HTML()
         self.prompt.error.layout.margin = "0"
@@ -403,7 +412,7 @@ class Panel(W.VBox):
         parts = [f"submitting {submitting}…"] if submitting else []
         if pending:
             running = ", ".join(f"{g.task_id[:8]}… {g.elapsed:.0f} s" for g in pending[:4])
-            parts.append(f"⏳ {len(pending)} pending: {running}{' …' if len(pending) > 4 else ''}")
+            parts.append(f"{len(pending)} pending: {running}{' …' if len(pending) > 4 else ''}")
         parts.append(f"✓ {done} done" + (f" · {failed} failed" if failed else ""))
         self.status.value = _message(" · ".join(parts), _MUTED) + (f"<br>{_message(error)}" if error else "")
 

@@ -258,14 +258,18 @@ def test_interrupt_during_a_blocking_wait_leaves_the_task_pending_and_fetchable(
         interrupter = threading.Thread(target=interrupt_once_polling, daemon=True)
         interrupter.start()
         waited = kernel.run("%%nanobanana --wait\na slow sunrise", RAISES)
+        shown_after_interrupt = plain_text(waited)  # before later cells' updates reach this cell
         interrupter.join(5)
         (task_id,) = emulator.tasks
         history = plain_text(kernel.run("%nanobanana history"))
         assert emulator.finish(task_id)
+        kernel.run("%nanobanana wait")
         fetched = kernel.run(f"%nanobanana fetch {task_id}")
 
     assert single_error(waited).ename == "KeyboardInterrupt"
+    assert "stopped waiting" in shown_after_interrupt and "generating" not in shown_after_interrupt
     assert "pending" in next(line for line in history.splitlines() if task_id in line)
+    assert assert_shows_image(waited)["task_id"] == task_id  # `wait` filled the interrupted cell
     assert assert_shows_image(fetched)["task_id"] == task_id
     assert emulator.submit_count == 1
 
