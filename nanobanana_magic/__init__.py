@@ -10,8 +10,6 @@ Importing this package is cheap: requests, Pillow and ipywidgets load on first u
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import (AuthenticationError, DownloadError, InsufficientCreditsError, InvalidRequestError,
@@ -76,22 +74,7 @@ def generate_many(requests: Any, *, concurrency: int | None = None, force: bool 
 def panel() -> Any:
     """The control panel for this kernel (loads the extension if needed)."""
     from .extension import magics_instance
-    from .panel import Panel
+    from .control_panel import Panel
 
     return Panel(magics_instance())
 
-
-class _Package(ModuleType):
-    """Keeps `nanobanana_magic.panel` the function once the `panel` submodule has been imported.
-
-    The import system sets each loaded submodule as an attribute of its package, which would
-    shadow `panel()`. The submodule stays importable (`from nanobanana_magic.panel import Panel`).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "panel" and isinstance(value, ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

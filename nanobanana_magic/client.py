@@ -7,18 +7,19 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from .errors import (AuthenticationError, DownloadError, NanoBananaError, NetworkError,
                      ServiceUnavailableError, error_for_code)
 from .params import DEFAULT_BASE_URL, GenerationRequest
-from .secret import ApiKey, as_key, mask
+from .secret import ApiKey, MaskedHeader, as_key, mask
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -239,7 +240,7 @@ class NanoBananaClient:
     def _headers(self) -> dict[str, str]:
         if self._key is None:
             raise AuthenticationError(NO_KEY_MESSAGE)
-        return {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
+        return {"Authorization": MaskedHeader(f"Bearer {self._key.reveal()}"), "Accept": "application/json"}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = self._headers()
@@ -275,7 +276,7 @@ class NanoBananaClient:
             response = self._session.request(method, url, headers=headers, timeout=self.timeout,
                                              stream=True, **kwargs)
             with response:
-                body = _read_capped(response, self.max_json_bytes)
+                body = _read_capped(response, self.max_json_bytes, seconds=self.timeout[1])
         except requests.Timeout as exc:
             if submit and not _certainly_not_sent(exc):
                 raise NetworkError(f"the submit timed out after it was sent; {MAY_EXIST}") from None
@@ -320,7 +321,8 @@ class NanoBananaClient:
                 ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if not ctype.startswith("image/") and ctype not in ("application/octet-stream", ""):
                     raise DownloadError(f"the result URL gave {ctype}, not an image")
-                return _read_capped(response, self.max_download_bytes)
+                # The timeout bounds each read; the whole image gets a few times that, not forever.
+                return _read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout)
         except _TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})") from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -340,17 +342,48 @@ class _TooLarge(Exception):
     pass
 
 
-def _read_capped(response: requests.Response, cap: int) -> bytes:
+def _read_capped(response: requests.Response, cap: int, seconds: float | None = None) -> bytes:
+    """The body, refusing more than `cap` bytes or (a server dribbling forever) more than `seconds`."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise _TooLarge(f"{int(declared):,} bytes, limit {cap:,}")
+    deadline = None if seconds is None else time.monotonic() + seconds
     chunks, total = [], 0
-    for chunk in response.iter_content(1 << 16):
+    for chunk in _pieces(response):
         total += len(chunk)
         if total > cap:
             raise _TooLarge(f"over {cap:,} bytes")
+        if deadline is not None and time.monotonic() > deadline:
+            raise requests.exceptions.ReadTimeout(f"the body was still arriving after {seconds:g} s")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _pieces(response: requests.Response) -> Iterator[bytes]:
+    """The (decoded) body as it arrives, one socket read at a time.
+
+    `iter_content(n)` blocks until n bytes have come, so a server dribbling a byte per
+    second would hold a deadline checked between chunks off for hours; `read1` returns
+    whatever one read brought. urllib3's errors are mapped as `iter_content` maps them.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(1 << 16)
+        return
+    while True:
+        try:
+            piece = read1(1 << 16, decode_content=True)
+        except urllib3_errors.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(str(exc)) from None
+        except urllib3_errors.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+        except urllib3_errors.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(str(exc)) from None
+        except urllib3_errors.SSLError as exc:
+            raise requests.exceptions.SSLError(str(exc)) from None
+        if not piece:
+            return
+        yield piece
 
 
 def _parse_json(body: bytes) -> dict | None:
@@ -377,14 +410,22 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def check_image(data: bytes) -> None:
-    """Decode fully to prove the bytes are a whole image; keeps Pillow's decompression-bomb limit."""
+#: The API's largest result (4K) has about 16.8 million pixels. Pillow's own bomb limit lets
+#: through images that decode to ~0.7 GB; far bigger than any real result is refused undecoded.
+MAX_RESULT_PIXELS = 64 * 1024 * 1024
+
+
+def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> None:
+    """Decode fully to prove the bytes are a whole image; refuses pixel counts no result has."""
     from io import BytesIO
 
     from PIL import Image
 
     try:
         with Image.open(BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise DownloadError(f"the result image has too many pixels to decode safely "
+                                    f"({image.width}x{image.height}, limit {max_pixels:,})")
             image.load()
     except Image.DecompressionBombError as exc:
         raise DownloadError(f"the result image has too many pixels to decode safely ({exc.args[0][:80]})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from io import BytesIO
@@ -152,7 +153,11 @@ class Generation:
             raise NanoBananaError(f"task {self.task_id} has no image ({self.status})")
         path = Path(path).expanduser()
         if path.is_dir():
-            path = path / f"{self.task_id}.{self.request.get('outputFormat', 'png')}"
+            # The task id and paramJson come from the server: neither may steer the name out of `path`.
+            from .imaging import image_format
+
+            stem = re.sub(r"[^A-Za-z0-9_-]", "", self.task_id)[:64] or "image"
+            path = path / f"{stem}.{image_format(data)}"
         path.write_bytes(data)
         return path
 

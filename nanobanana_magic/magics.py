@@ -334,7 +334,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("panel")
     def cmd_panel(self, rest: str) -> Any:
         """Show the control panel (ipywidgets)."""
-        from .panel import Panel
+        from .control_panel import Panel
 
         panel = Panel(self)
         display(panel)

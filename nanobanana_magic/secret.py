@@ -42,6 +42,17 @@ class ApiKey:
         raise TypeError("an API key is not picklable")
 
 
+class MaskedHeader(str):
+    """A header value holding the key: the real text on the wire, masked in `repr`, so that a
+    traceback printing local variables (IPython's verbose mode) shows `'Bearer sk-…a1b2'`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        scheme, _, secret = str.__str__(self).partition(" ")
+        return repr(f"{scheme} {mask(secret)}")
+
+
 def as_key(value: "str | ApiKey | None") -> ApiKey | None:
     """`ApiKey` from a string, a key or nothing (empty strings count as nothing)."""
     if value is None or isinstance(value, ApiKey):

@@ -119,7 +119,7 @@ class Session:
             return known
         store = self.store
         entry = store.entry(task_id)
-        if entry is not None and entry.file and store.file_path(entry).exists():
+        if entry is not None and entry.file and store.file_path(entry).is_file():
             return self._remember(self._from_entry(entry, store, cached=False))
         request = entry.request if entry is not None else {}
         generation = Generation(task_id, request, client=self.client, sink=store, timeout=None,

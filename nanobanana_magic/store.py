@@ -126,7 +126,7 @@ class Store:
         key = canonical_json(body)
         for entry in reversed(self.entries()):
             if entry.status == "succeeded" and entry.file and canonical_json(entry.request) == key:
-                if self.file_path(entry).exists():
+                if self.file_path(entry).is_file():  # a name like ".." must not count
                     return entry
         return None
 

@@ -269,6 +269,68 @@ nbformat.write(nb, "out.ipynb")
 ]
 
 
+PANEL = [
+    md("""
+# The control panel
+
+For people who would rather click than type: `%nanobanana panel` shows every option of
+`%%nanobanana` as a form. Each control is built from the same parameter definition as the
+magic's flags, checks its value as you type (with the magic's own messages), and **Generate**
+goes through the same session: cache, run log, saved files, background polling.
+"""),
+    code("%load_ext nanobanana_magic"),
+    code("""
+import os
+
+if not os.environ.get("NANOBANANA_API_KEY"):
+    %nanobanana emulator start
+"""),
+    md("""
+`nanobanana_magic.panel()` returns the panel (so you can keep a reference); `%nanobanana panel`
+just shows one. Controls start at your configured defaults: set `%config NanoBananaMagics.aspect_ratio
+= "16:9"` first and the panel opens on 16:9.
+"""),
+    code("""
+import nanobanana_magic
+
+%config NanoBananaMagics.aspect_ratio = "16:9"
+panel = nanobanana_magic.panel()
+panel
+"""),
+    md("""
+Type a prompt, pick options and click **Generate**; the gallery fills in as tasks finish. The
+same can be driven from code, which is how this notebook runs headless:
+"""),
+    code("""
+panel.field("prompt").widget.value = "a lighthouse shaped like a banana, on a cliff at dusk, watercolour"
+panel.field("resolution").widget.value = "2K"
+panel.generate.click()
+"""),
+    md("""
+An invalid value is marked next to its field and **Generate** is disabled until it is fixed:
+"""),
+    code("""
+panel.field("callback_url").widget.value = "ftp://not-http"
+print(panel.generate.disabled, "-", panel.generate.tooltip)
+panel.field("callback_url").widget.value = ""
+"""),
+    md("""
+## Back to code
+
+**Copy as cell** gives the `%%nanobanana` cell that makes the same request, and `panel.results`
+holds the `Generation`s (newest first), so a result found by clicking can be reproduced and cited.
+"""),
+    code("print(panel.cell_text())"),
+    code("""
+panel.wait(timeout=120)  # what a script does instead of watching the gallery
+result = panel.results[0]
+print(result.task_id, result.status, result.path)
+result.image.size
+"""),
+    code("%nanobanana history -n 3"),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -281,3 +343,4 @@ def write(name: str, cells: list) -> None:
 if __name__ == "__main__":
     write("quickstart.ipynb", QUICKSTART)
     write("reproducible-research.ipynb", RESEARCH)
+    write("control-panel.ipynb", PANEL)

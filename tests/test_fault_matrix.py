@@ -406,7 +406,8 @@ def assert_row(case: Case, seen: Observed, emu: Emulator) -> None:
             f"retried {times[1] - times[0]:.2f} s after a Retry-After of {case.retry_after:g} s"
 
 
-def _doc_row(case: Case, seen: Observed) -> dict[str, Any]:
+def _doc_row(case: Case, seen: Observed, tmp_path: Path) -> dict[str, Any]:
+    message = str(seen.error).replace(str(tmp_path), "<tmp>") if seen.error else ""
     return {
         "phase": case.phase,
         "fault": case.fault,
@@ -414,7 +415,7 @@ def _doc_row(case: Case, seen: Observed) -> dict[str, Any]:
         "documented outcome": case.expect,
         "observed": case.outcome,
         "error class": type(seen.error).__name__ if seen.error else "",
-        "one-line message (redacted)": doc.redact(str(seen.error)) if seen.error else "",
+        "one-line message (redacted)": doc.redact(message),
         "submit requests / tasks created": f"{seen.submit_requests} / {seen.tasks}",
         "task id in run log": "yes" if seen.logged_ids else "no",
         "driven by": "`%%nanobanana` cell" if case.driven_by == "cell" else "Session + poller",
@@ -460,11 +461,11 @@ def test_fault_in_session_has_documented_outcome(case: Case, emulator: Emulator,
     """A generation through Session + poller meets each fault with the documented outcome."""
     seen = run_in_session(case, emulator, tmp_path)
     assert_row(case, seen, emulator)
-    _PASSED[case.id] = _doc_row(case, seen)
+    _PASSED[case.id] = _doc_row(case, seen, tmp_path)
 
 
 @pytest.mark.parametrize("case", CELL_CASES, ids=[case.id for case in CELL_CASES])
-def test_fault_in_cell_has_documented_outcome(case: Case, emulator: Emulator, shell: Any,
+def test_fault_in_cell_has_documented_outcome(case: Case, emulator: Emulator, shell: Any, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     """A `%%nanobanana` cell meets the fault the same way, and shows an error as one line."""
     seen = run_in_cell(case, emulator, shell, capsys)
@@ -475,4 +476,4 @@ def test_fault_in_cell_has_documented_outcome(case: Case, emulator: Emulator, sh
         shown = [line for line in plain.splitlines() if f"{case.error.__name__}:" in line]
         assert len(shown) == 1, seen.output
         assert "Traceback" not in plain
-    _PASSED[case.id] = _doc_row(case, seen)
+    _PASSED[case.id] = _doc_row(case, seen, tmp_path)

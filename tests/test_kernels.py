@@ -19,7 +19,7 @@ from nbformat import NotebookNode
 
 from conftest import API_KEY
 from kernel_helpers import (SETUP, TASK_MIME, code_cell, execute_notebook, kernel_environment, live_kernel,
-                            new_notebook, outputs, plain_text, single_error, task_outputs, wait_until)
+                            new_notebook, plain_text, single_error, task_outputs, wait_until)
 
 pytestmark = pytest.mark.kernel
 

@@ -16,7 +16,7 @@ from conftest import API_KEY
 NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are valid but never load
 from nanobanana_magic import params
 from nanobanana_magic.errors import InvalidRequestError
-from nanobanana_magic.panel import Panel
+from nanobanana_magic.control_panel import Panel
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -206,6 +206,7 @@ def test_several_generations_run_at_once_and_list_newest_first(panel, emulator):
         panel.generate.click()
         wait_until(lambda: panel.results and panel.results[0].prompt == prompt)
     wait_until(lambda: "3 pending" in panel.status.value)
+    assert all("generating" in tile.children[0].value for tile in panel.gallery.children)
     assert [g.prompt for g in panel.results] == ["third", "second", "first"]
     assert emulator.finish_all() == 3
     assert all(g.join(10) for g in panel.results)

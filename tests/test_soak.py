@@ -79,7 +79,8 @@ def test_soak_loses_nothing_and_never_submits_twice(noisy_emulator: Emulator, tm
                                                     capsys: pytest.CaptureFixture) -> None:
     """N generations with random faults: each ends in an image or a clear error; none lost or doubled."""
     settings = SessionSettings.for_emulator(noisy_emulator.base_url, API_KEY, tmp_path / "out",
-                                            timeout=JOIN_LIMIT, workers=4)
+                                            timeout=JOIN_LIMIT, workers=4,
+                                            client_options={"retries": 4})  # the default count, fast backoff
     session = Session(settings)
     started = time.monotonic()
     try:

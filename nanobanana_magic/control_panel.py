@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import shlex
 import threading
+import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,7 +19,7 @@ import ipywidgets as W
 
 from . import params
 from .display import caption_lines, error_text, status_text
-from .errors import InvalidRequestError, NanoBananaError
+from .errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
 from .imaging import preview_bytes
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def _simple_field(param: params.Param, value: Any) -> _Field:
     widget = W.Text(value=value or "", placeholder="https://…" if param.kind == "url" else "",
                     layout=W.Layout(width="98%"), **common)
     field = _Field(param, widget, lambda: widget.value.strip() or None)
-    field.box.layout.grid_column = "span 2"  # URLs are long
+    # URLs are long: two columns. Not grid_column: the browser side clears it with the null grid_area.
+    field.box.layout.grid_area = "auto / span 2"
     return field
 
 
@@ -176,8 +178,9 @@ class _UrlList:
             self._thumbs[url] = preview_bytes(self._fetch(url), URL_THUMB_PX, "jpeg")
         except Exception:  # no thumbnail is all it costs: the API fetches the URL itself
             return
-        if row.text.value.strip() == url:
-            self._url_changed(row)
+        if row.text.value.strip() == url:  # only the thumbnail: validation stays on the main thread
+            row.thumb.value = self._thumbs[url]
+            _show(row.thumb, True)
 
 
 class _Tile:
@@ -266,7 +269,8 @@ class Panel(W.VBox):
         self.copy.observe(lambda change: _show(self.cell, change["new"]), names="value")
         self.status, self.credits = W.HTML(), W.HTML(_message("credits: …", _MUTED))
         self.gallery = W.Box(layout=W.Layout(display="flex", flex_flow="row wrap", align_items="flex-start"))
-        self.preview_image = W.Image(format="jpeg", layout=W.Layout(max_width="100%", height="auto"))
+        self.preview_image = W.Image(format="jpeg", layout=W.Layout(max_width="100%", max_height="560px", width="auto",
+                                                                    height="auto", object_fit="contain"))
         self.preview_caption = W.HTML()
         close = W.Button(description="Close", icon="times")
         close.on_click(lambda _: _show(self.preview, False))
@@ -297,6 +301,11 @@ class Panel(W.VBox):
         self.prompt.box.children = (area, W.HBox([self.prompt.error, self.counter],
                                                  layout=W.Layout(justify_content="space-between")))
         return self.prompt
+
+    def __repr__(self) -> str:  # the text/plain of a saved notebook, where widgets do not render
+        with self._lock:
+            done = sum(g.status == "succeeded" for g in self.results)
+        return f"<NanoBanana control panel: {len(self.results)} result(s), {done} succeeded; panel.results>"
 
     def _default(self, param: params.Param) -> Any:
         """The configured default (the NanoBananaMagics trait) of a configurable param, else the definition's."""
@@ -387,6 +396,21 @@ class Panel(W.VBox):
             self._add(generation)
         self._refresh_status()
 
+    def wait(self, timeout: float | None = None) -> list["Generation"]:
+        """Block until every generation started here has ended (scripts, headless runs); the results."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                submitting, pending = self._submitting, [g for g in self.results if not g.done]
+            if not submitting and not pending:
+                return list(self.results)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TaskTimeoutError(f"{submitting + len(pending)} panel task(s) still running after {timeout:g} s")
+            if pending:
+                pending[0].join(0.1)
+            else:
+                time.sleep(0.05)
+
     def _add(self, generation: "Generation") -> None:
         tile = _Tile(generation, self.show)
         with self._lock:
@@ -405,7 +429,7 @@ class Panel(W.VBox):
 
     def _refresh_status(self) -> None:
         with self._lock:
-            pending = [g for g in self.results if not g.done]
+            total, pending = len(self.results), [g for g in self.results if not g.done]
             submitting, error = self._submitting, self._last_error
             done = sum(g.status == "succeeded" for g in self.results)
             failed = sum(g.status == "failed" for g in self.results)
@@ -413,7 +437,10 @@ class Panel(W.VBox):
         if pending:
             running = ", ".join(f"{g.task_id[:8]}… {g.elapsed:.0f} s" for g in pending[:4])
             parts.append(f"{len(pending)} pending: {running}{' …' if len(pending) > 4 else ''}")
-        parts.append(f"✓ {done} done" + (f" · {failed} failed" if failed else ""))
+        if total:
+            parts.append(f"✓ {done} done" + (f" · {failed} failed" if failed else ""))
+        elif not parts:
+            parts.append("ready: write a prompt, then Generate")
         self.status.value = _message(" · ".join(parts), _MUTED) + (f"<br>{_message(error)}" if error else "")
 
     def _refresh_credits(self) -> None:
@@ -442,5 +469,6 @@ class Panel(W.VBox):
         self.preview_image.value = preview_bytes(data, self.magics.preview_max_px, fmt)
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
-        self.preview_caption.value = "<br>".join(_message(line, _MUTED) for line in lines)
+        self.preview_caption.value = (f"<div style='{_MUTED};line-height:1.5'>"
+                                      + "<br>".join(html.escape(line) for line in lines) + "</div>")
         _show(self.preview, True)
