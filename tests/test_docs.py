@@ -10,7 +10,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 
 
 def test_readme_option_table_matches_the_parameter_definition():
-    assert cell_options_markdown() in README, "run: python -m nanobanana_magic.reference, paste into README"
+    assert cell_options_markdown() in README, "run: python scripts/update_readme.py"
 
 
 def test_readme_command_table_matches_the_commands():
