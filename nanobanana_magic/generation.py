@@ -238,6 +238,8 @@ class Generation:
             else:
                 self._bytes = data
         except NanoBananaError as exc:
+            if "TASK_ID" in exc.message:  # the client does not know which task a URL belongs to
+                exc = type(exc)(exc.message.replace("TASK_ID", self.task_id), code=exc.code)
             self._end("failed", exc, confirmed=True)
             return
         except OSError as exc:  # disk full, permissions: the image stays at the URL
