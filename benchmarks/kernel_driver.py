@@ -89,6 +89,15 @@ class Kernel:
                 raise RuntimeError(f"{len(missing)} task(s) never showed their result, e.g. {missing[0]}")
             pause.wait(0.02)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the kernel process has used so far (from /proc)."""
+        import os
+
+        pid = self.km.provisioner.process.pid  # type: ignore[union-attr]
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self._stop.set()
         self.kc.stop_channels()

@@ -6,7 +6,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -131,7 +130,3 @@ def render(sections: list[Section], info: dict[str, str], preamble: list[str], t
             lines.append(f"- ({section.seconds:.0f} s of the run)")
             lines.append("")
     return "\n".join(lines)
-
-
-def command_line() -> str:
-    return " ".join([os.path.basename(sys.executable)] + sys.argv)

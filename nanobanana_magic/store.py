@@ -9,7 +9,6 @@ written with a single `write` under an exclusive `flock`.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -166,6 +165,8 @@ def _safe_id(task_id: str) -> str:
 
 def sha256_file(path: "str | Path") -> str:
     """Hex sha256 of a file's bytes."""
+    import hashlib  # loads OpenSSL (~3 ms): not at %load_ext, only once an image is saved
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
