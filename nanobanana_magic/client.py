@@ -416,7 +416,11 @@ MAX_RESULT_PIXELS = 64 * 1024 * 1024
 
 
 def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> None:
-    """Decode fully to prove the bytes are a whole image; refuses pixel counts no result has."""
+    """Prove the bytes are a whole image without decoding the pixels; refuses pixel counts no result has.
+
+    PNG: every chunk's CRC up to IEND (Pillow's verify). JPEG: a valid header and the end-of-image
+    marker. Others are decoded. The preview decodes the image once anyway, off the main thread.
+    """
     from io import BytesIO
 
     from PIL import Image
@@ -426,7 +430,13 @@ def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> None:
             if image.width * image.height > max_pixels:
                 raise DownloadError(f"the result image has too many pixels to decode safely "
                                     f"({image.width}x{image.height}, limit {max_pixels:,})")
-            image.load()
+            if image.format == "PNG":
+                image.verify()
+            elif image.format == "JPEG":
+                if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                    raise OSError("JPEG without its end-of-image marker")
+            else:
+                image.load()
     except Image.DecompressionBombError as exc:
         raise DownloadError(f"the result image has too many pixels to decode safely ({exc.args[0][:80]})") from None
     except (OSError, SyntaxError, ValueError) as exc:

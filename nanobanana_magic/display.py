@@ -92,8 +92,12 @@ def result_bundle(gen: "Generation", max_px: int = 1024, fmt: str = "jpeg") -> t
     if data is None:
         return error_bundle(gen) if gen.error else status_bundle(gen)
     mime = "image/png" if fmt.lower() == "png" else "image/jpeg"
-    preview = base64.b64encode(preview_bytes(data, max_px, fmt)).decode("ascii")
     lines = caption_lines(gen)
+    try:
+        preview = base64.b64encode(preview_bytes(data, max_px, fmt)).decode("ascii")
+    except (OSError, SyntaxError, ValueError) as exc:  # the file is saved; only the preview failed
+        lines.append(f"(no preview: the image could not be decoded: {type(exc).__name__})")
+        return {"text/plain": "\n".join(lines)}, task_metadata(gen)
     caption = "<br>".join(html.escape(line) for line in lines)
     alt = html.escape(_excerpt(gen.prompt), quote=True)
     markup = (f"<figure style='margin:0'><img src='data:{mime};base64,{preview}' alt=\"{alt}\" "

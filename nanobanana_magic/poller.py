@@ -28,7 +28,7 @@ class Poller:
         self.workers = workers
         self._due: list[tuple[float, int, "Generation"]] = []  # guarded by _wake
         self._wake = threading.Condition()
-        self._work: "queue.Queue[Generation | None]" = queue.Queue()
+        self._work: "queue.Queue[tuple[float, Generation] | None]" = queue.Queue()
         self._tracked: dict[str, "Generation"] = {}  # guarded by _wake
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
@@ -42,7 +42,7 @@ class Poller:
             if self._stopping:
                 raise RuntimeError("the poller has been stopped")
             self._tracked[generation.task_id] = generation
-            self._schedule(generation, delay)
+            self._schedule_at(generation, time.monotonic() + delay)
             self._start_threads()
 
     def pending(self) -> list["Generation"]:
@@ -69,8 +69,8 @@ class Poller:
 
     # -- threads -------------------------------------------------------------
 
-    def _schedule(self, generation: "Generation", delay: float) -> None:
-        heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), generation))
+    def _schedule_at(self, generation: "Generation", due: float) -> None:
+        heapq.heappush(self._due, (due, next(self._order), generation))
         self._wake.notify()
 
     def _start_threads(self) -> None:
@@ -90,19 +90,23 @@ class Poller:
                     self._wake.wait(None if not self._due else self._due[0][0] - time.monotonic())
                 if self._stopping:
                     return
-                _, _, generation = heapq.heappop(self._due)
-            self._work.put(generation)
+                due, _, generation = heapq.heappop(self._due)
+            self._work.put((due, generation))
 
     def _run_worker(self) -> None:
         while True:
-            generation = self._work.get()
-            if generation is None:
+            item = self._work.get()
+            if item is None:
                 return
+            due, generation = item
             try:
                 generation.step()
             except Exception:  # never let one task kill a worker
                 log.exception("polling task %s failed unexpectedly", generation.task_id)
             if not generation.done:
+                # Counted from the previous due time, not from when this poll returned:
+                # the polls' own durations must not add up into drift.
+                next_due = max(time.monotonic(), due + poll_delay(generation.elapsed, generation.schedule))
                 with self._wake:
                     if not self._stopping:
-                        self._schedule(generation, poll_delay(generation.elapsed, generation.schedule))
+                        self._schedule_at(generation, next_due)

@@ -93,8 +93,9 @@ class Session:
             if entry is not None:
                 return self._remember(self._from_entry(entry, store, cached=True))
         client = self.client
-        submitted_at = time.time()
         task_id = client.submit(request)
+        # The task's clock starts when the service answered: polls are timed from here.
+        submitted_at = time.time()
         store.record_submit(task_id, body, submitted_at)  # before any polling: a paid task is never lost
         generation = Generation(task_id, body, client=client, submitted_at=submitted_at, sink=store,
                                 timeout=self.settings.timeout if timeout is None else timeout,
