@@ -229,8 +229,8 @@ def concurrent(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int, ta
         f"{sec(median(phases['seen']))}, the last download at {sec(median(phases['downloaded']))}, the last result "
         f"reached the frontend at {sec(median(walls))}. The kernel process used {sec(median(cpu))} of CPU per run "
         f"({ms(per_task_cpu)} per task, the trivial cells included), mostly in the worker threads: per result, "
-        f"the client's download check decodes the whole image (`check_image`), then the display decodes it "
-        f"again for the JPEG preview, plus the HTTP requests and the publish. On 2 cores, shared with the emulator "
+        f"the client's download check (PNG chunk CRCs / JPEG markers, no pixel decode), the one decode and "
+        f"JPEG encode of the preview, the HTTP requests and the publish. On 2 cores, shared with the emulator "
         f"and this benchmark, finishing 50 results takes about {sec(median(walls) - median(phases['done']))}, "
         f"which is what separates the wall time from the ideal.")
     if p95(trivial) > TRIVIAL_TARGET:

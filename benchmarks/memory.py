@@ -112,8 +112,8 @@ def run(runs: int, count: int = 50) -> Section:
     if in_use:
         section.notes.append(
             f"After `malloc_trim(0)` at the end, RSS is back to {median(in_use):.0f} MB over the base: the growth is "
-            "free memory glibc keeps, not data. It comes from the client's download check (`check_image` decodes "
-            "every result fully, so the 4 worker threads decode up to four 48 MiB images at once).")
+            "free memory glibc keeps, not data: the 4 worker threads may each hold a decoded image at once "
+            "(the preview, and the check of formats other than PNG and JPEG).")
     section.notes.append(
         "Lazy loading: " + ("yes" if lazy else "**NO**") + f" — in every run no generation kept its bytes in memory "
         f"({r0['bytes_kept']} of {count} did in the first), all {r0['on_disk']} files were on disk, and "

@@ -1,6 +1,7 @@
 """The control panel in a real JupyterLab, driven by headless Chromium (see shared/spec/BROWSER-TESTS.md).
 
-Writes docs/panel.png, the README's screenshot. On failure the page screenshot and the
+Saves a screenshot of the panel in the test's tmp dir; with NANOBANANA_UPDATE_SCREENSHOTS=1 it
+refreshes docs/panel.png, the README's screenshot. On failure the page screenshot and the
 server log are kept under the test's tmp dir.
 """
 
@@ -177,5 +178,6 @@ def drive_the_panel(page, expect, url: str, emulator) -> None:
     panel.locator(".nanobanana-preview .widget-button", has_text="Close").click()
     panel.evaluate("el => el.scrollIntoView({block: 'start'})")
     page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=str(tmp_path / "panel.png"))
+    if os.environ.get("NANOBANANA_UPDATE_SCREENSHOTS") == "1":  # a test run must not dirty the work tree
+        page.screenshot(path=str(SCREENSHOT))
