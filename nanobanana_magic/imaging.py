@@ -35,7 +35,7 @@ def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85
         if fmt.lower() in ("jpeg", "jpg"):
             if image.mode not in ("RGB", "L"):
                 image = _flatten(image)
-            image.save(out, "JPEG", quality=quality, optimize=True)
+            image.save(out, "JPEG", quality=quality)  # optimize=True costs a quarter more CPU for 4% fewer bytes
         else:
             image.save(out, "PNG", optimize=False, compress_level=6)
         return out.getvalue()
