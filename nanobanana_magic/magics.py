@@ -18,14 +18,14 @@ from traitlets.config import Configurable
 
 from .errors import InvalidRequestError, NanoBananaError
 from .kernel import KernelBridge
-from .params import BY_NAME, DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
+from .params import DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
 from .secret import ApiKey, as_key, mask
 from .session import Session
 
 # display, views, batch, grid, provenance and interpolate load on first use: %load_ext only registers.
 if TYPE_CHECKING:
     from .generation import Generation
-    from .grid import Axis
+    from .live import LiveOutput
 
 ENVIRONMENT = {"api_key": "NANOBANANA_API_KEY", "base_url": "NANOBANANA_BASE_URL",
                "output_dir": "NANOBANANA_OUTPUT_DIR"}
@@ -221,6 +221,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         from .batch import Progress, run_batch, submit_or_record_failure
         from .grid import LiveGrid, SweepGrid, combinations
 
+        from .sweep import parse_sweeps
+
         axes = parse_sweeps(args.sweep, self.shell.user_ns)
         combos = combinations(axes)
         requests = [self.build_request(args, cell, combo) for combo in combos]
@@ -272,6 +274,8 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             else:
                 print(f"{status_text(generation)}; %nanobanana wait {generation.task_id} to block until it ends")
             return
+        from .live import LiveOutput
+
         live = LiveOutput(generation, self.bridge, self.preview_max_px, self.preview_format,
                           quiet_errors=wait)
         if not wait:
@@ -515,39 +519,6 @@ class NanoBananaMagics(Magics, ParameterDefaults):
                   f"base_url is {self.base_url}")
 
 
-def _sweep_param(name: str) -> Param | None:
-    aliases = {(p.flag or "").lstrip("-").replace("-", "_"): p for p in PARAMETERS if p.flag}
-    return BY_NAME.get(name) if name in BY_NAME and name != "prompt" else aliases.get(name)
-
-
-def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
-    """`NAME=V1,V2` or `NAME=@list` → axes; parameter values are validated, others are prompt variables."""
-    axes: list[Axis] = []
-    for spec in specs:
-        name, sep, text = spec.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not name or not text.strip():
-            raise InvalidRequestError(f"--sweep takes NAME=V1,V2 or NAME=@list, not '{spec}'")
-        if text.startswith("@"):
-            values = namespace.get(text[1:].strip())
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-                raise InvalidRequestError(f"--sweep {name}=@{text[1:]}: '{text[1:]}' is not a list in your namespace")
-            values = list(values)
-        else:
-            values = [v.strip() for v in text.split(",") if v.strip()]
-        param = _sweep_param(name)
-        if param is not None:
-            name = param.name
-            values = [param.clean([v] if param.kind == "urls" else v) for v in values]
-        elif not name.isidentifier():
-            raise InvalidRequestError(f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) "
-                                      "nor a variable name")
-        if not values:
-            raise InvalidRequestError(f"--sweep {name} has no values")
-        axes.append((name, values))
-    return axes
-
-
 COMMANDS: dict[str, Callable[[NanoBananaMagics, str], Any]] = {
     "help": NanoBananaMagics.cmd_help,
     "panel": NanoBananaMagics.cmd_panel,
@@ -563,58 +534,3 @@ COMMANDS: dict[str, Callable[[NanoBananaMagics, str], Any]] = {
     "login": NanoBananaMagics.cmd_login,
     "emulator": NanoBananaMagics.cmd_emulator,
 }
-
-
-class LiveOutput:
-    """One display handle per generation: status line → preview and caption, or → short error."""
-
-    def __init__(self, generation: Generation, bridge: KernelBridge, max_px: int, fmt: str,
-                 *, quiet_errors: bool = False) -> None:
-        self.bridge = bridge
-        self.max_px, self.fmt = max_px, fmt
-        self.quiet_errors = quiet_errors  # a blocking cell raises the error itself: show it once
-        self.generation = generation
-        self._lock = threading.Lock()  # one update at a time; guards _ended_shown
-        data, metadata = self._bundle(generation)
-        self.handle = display(data, metadata=metadata, raw=True, display_id=True)
-        self._ended_shown = generation.done
-        self._stopped_waiting = False  # then status ticks would hide the "stopped waiting" note
-        self._last_status = 0.0
-        if not generation.done:
-            generation.add_listener(self.refresh)
-
-    def _bundle(self, generation: Generation) -> tuple[dict, dict]:
-        from .display import bundle_for, status_bundle
-
-        if self.quiet_errors and generation.status == "failed":
-            return status_bundle(generation)
-        return bundle_for(generation, self.max_px, self.fmt)
-
-    def refresh(self, generation: Generation) -> None:
-        with self._lock:
-            ended = generation.done
-            if self._ended_shown or (self._stopped_waiting and not ended):
-                return
-            if not ended and time.monotonic() - self._last_status < 0.5:
-                return  # status ticks at most twice a second
-            self._last_status = time.monotonic()
-            data, metadata = self._bundle(generation)
-            self.bridge.update(self.handle, data, metadata)
-            self._ended_shown = ended
-
-    def settle(self, *, republish: bool) -> None:
-        """Show the ended state from the calling (cell's) thread: a worker's update may still be
-        on its way when a blocking cell returns, and one sent between cells is lost headless."""
-        with self._lock:
-            if not self.generation.done or (self._ended_shown and not republish):
-                return
-            data, metadata = self._bundle(self.generation)
-            self.bridge.update(self.handle, data, metadata)
-            self._ended_shown = True
-
-    def stopped_waiting(self) -> None:
-        text = "stopped waiting (the task is still running: %nanobanana history, %nanobanana wait)"
-        with self._lock:
-            self._stopped_waiting = True
-            self.bridge.update(self.handle, {"text/plain": text}, {})
-
