@@ -78,7 +78,8 @@ _ERROR_STYLE = ("font-family:var(--jp-code-font-family,monospace);font-size:12px
 
 def status_bundle(gen: "Generation") -> tuple[dict, dict]:
     text = status_text(gen)
-    return {"text/plain": text, "text/html": f"<div style='{_STATUS_STYLE}'>⏳ {html.escape(text)}</div>"}, task_metadata(gen)
+    icon = {"pending": "⏳", "failed": "✗", "cancelled": "■"}.get(gen.status, "")
+    return {"text/plain": text, "text/html": f"<div style='{_STATUS_STYLE}'>{icon} {html.escape(text)}</div>"}, task_metadata(gen)
 
 
 def error_bundle(gen: "Generation") -> tuple[dict, dict]:

@@ -122,7 +122,8 @@ def dry_run_bundle(request: "GenerationRequest", base_url: str, key: ApiKey | No
     body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
     text = (f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
             f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}")
-    return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
+    return {"text/plain": text, "text/html": f"<pre style='font-family:var(--jp-code-font-family,monospace);"
+                                             f"font-size:12px'>{html.escape(text)}</pre>"}
 
 
 def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:

@@ -1,8 +1,9 @@
-"""The control panel in a real JupyterLab, driven by headless Chromium (see shared/spec/BROWSER-TESTS.md).
+"""JupyterLab in headless Chromium (see shared/spec/BROWSER-TESTS.md): the control panel, and a
+`%%nanobanana` cell that shows a live status line, then the image in the same output.
 
-Saves a screenshot of the panel in the test's tmp dir; with NANOBANANA_UPDATE_SCREENSHOTS=1 it
-refreshes docs/panel.png, the README's screenshot. On failure the page screenshot and the
-server log are kept under the test's tmp dir.
+Saves screenshots in the test's tmp dir; with NANOBANANA_UPDATE_SCREENSHOTS=1 it also
+refreshes docs/panel.png and docs/cell.png, the README's screenshots. On failure the page
+screenshot and the server log are kept under the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "panel.png"
+DOCS = Path(__file__).resolve().parent.parent / "docs"  # the README's screenshots
 TIMEOUT_MS = 60_000
 
 
@@ -101,41 +105,65 @@ def lab(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture
-def emulator_for_lab():
+@contextmanager
+def lab_emulator(latency: float | None) -> Iterator:
+    """An emulator in this process; `latency=None` holds every task until `emu.finish()`."""
     from nanobanana_magic.emulator import Emulator
 
-    with Emulator(latency=1.0, api_key="sk-browser-" + secrets.token_hex(12)) as emu:
+    with Emulator(latency=latency, api_key="sk-browser-" + secrets.token_hex(12)) as emu:
         yield emu
 
 
-def write_notebook(path: Path, emulator) -> None:
+@pytest.fixture
+def emulator_for_lab():
+    with lab_emulator(1.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def held_emulator():
+    """Tasks stay pending until the test finishes them: the pending phase lasts as long as the test needs."""
+    with lab_emulator(None) as emu:
+        yield emu
+
+
+def write_notebook(path: Path, emulator, cells: list[str], poll_interval: float = 0.2) -> None:
+    """A notebook whose first cell points the extension at `emulator`, then `cells`."""
     import nbformat
 
     setup = "\n".join([
         "%load_ext nanobanana_magic",
         f"%config NanoBananaMagics.base_url = '{emulator.base_url}'",
         f"%config NanoBananaMagics.api_key = '{emulator.api_key}'",
-        "%config NanoBananaMagics.poll_schedule = [[1e9, 0.2]]",
+        f"%config NanoBananaMagics.poll_schedule = [[1e9, {poll_interval}]]",
     ])
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(setup),
-                                               nbformat.v4.new_code_cell("%nanobanana panel")])
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in [setup, *cells]])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, path)
 
 
-def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
+@contextmanager
+def notebook_page(lab: Lab, tmp_path: Path, emulator, cells: list[str], *, viewport: dict,
+                  poll_interval: float = 0.2) -> Iterator:
+    """A fresh notebook open in headless Chromium, its kernel idle and the file browser hidden.
+
+    On failure, keeps the page screenshot and the server log in `tmp_path`.
+    """
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
-    name = f"panel-{secrets.token_hex(4)}.ipynb"  # a fresh notebook per test
-    write_notebook(lab.root / name, emulator_for_lab)
+    name = f"{tmp_path.name[:24]}-{secrets.token_hex(4)}.ipynb"
+    write_notebook(lab.root / name, emulator, cells, poll_interval)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport=viewport)
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            drive_the_panel(page, expect, f"{lab.url}/lab/tree/{name}?token={lab.token}", emulator_for_lab)
+            page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+            # Not the toolbar indicator: it reads idle before the kernel exists (BROWSER-TESTS.md).
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
+            page.keyboard.press("Control+b")  # hide the file browser: more room for the outputs
+            yield page
         except BaseException:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             shutil.copy(lab.log_path, tmp_path / "server.log")
@@ -145,14 +173,30 @@ def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
             browser.close()
 
 
-def drive_the_panel(page, expect, url: str, emulator) -> None:
-    page.goto(url)
-    expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
-    page.keyboard.press("Control+b")  # hide the file browser: more room for the panel
-    cells = page.locator(".jp-Notebook .jp-Cell .cm-content")
+def run_cell(page, index: int) -> None:
+    page.locator(".jp-Notebook .jp-Cell .cm-content").nth(index).click()
+    page.keyboard.press("Shift+Enter")
+
+
+def save_screenshot(page, tmp_path: Path, name: str) -> None:
+    """Into the test's tmp dir; also into docs/ with NANOBANANA_UPDATE_SCREENSHOTS=1."""
+    page.screenshot(path=str(tmp_path / name))
+    if os.environ.get("NANOBANANA_UPDATE_SCREENSHOTS") == "1":  # a test run must not dirty the work tree
+        page.screenshot(path=str(DOCS / name))
+
+
+def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
+    from playwright.sync_api import expect
+
+    with notebook_page(lab, tmp_path, emulator_for_lab, ["%nanobanana panel"],
+                       viewport={"width": 1280, "height": 900}) as page:
+        drive_the_panel(page, expect, emulator_for_lab)
+        save_screenshot(page, tmp_path, "panel.png")
+
+
+def drive_the_panel(page, expect, emulator) -> None:
     for index in (0, 1):
-        cells.nth(index).click()
-        page.keyboard.press("Shift+Enter")
+        run_cell(page, index)
     panel = page.locator(".jp-OutputArea-output .nanobanana-panel")
     expect(panel).to_be_visible()
 
@@ -178,6 +222,68 @@ def drive_the_panel(page, expect, url: str, emulator) -> None:
     panel.locator(".nanobanana-preview .widget-button", has_text="Close").click()
     panel.evaluate("el => el.scrollIntoView({block: 'start'})")
     page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
-    page.screenshot(path=str(tmp_path / "panel.png"))
-    if os.environ.get("NANOBANANA_UPDATE_SCREENSHOTS") == "1":  # a test run must not dirty the work tree
-        page.screenshot(path=str(SCREENSHOT))
+
+
+GENERATE_CELL = "%%nanobanana -a 16:9 -o g\na watercolour map of Lisbon at dusk"
+STATUS_LINE = re.compile(r"nanobanana · generating · (\d+\.\d) s · ")
+
+
+def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_path):
+    """In JupyterLab `wait="auto"` means background: the cell returns, its output ticks, the
+    kernel runs other cells, and the image later replaces the status line in that same output."""
+    from playwright.sync_api import expect
+
+    emu = held_emulator
+    cells = [GENERATE_CELL, "1 + 1", "%%nanobanana -a 7:3\nx"]
+    with notebook_page(lab, tmp_path, emu, cells, viewport={"width": 1100, "height": 800},
+                       poll_interval=0.25) as page:
+        notebook_cells = page.locator(".jp-Notebook .jp-Cell")
+        generating, second, failing = (notebook_cells.nth(i) for i in (1, 2, 3))
+        outputs = generating.locator(".jp-OutputArea-child")
+        run_cell(page, 0)
+        expect(notebook_cells.nth(0).locator(".jp-InputArea-prompt")).to_have_text("[1]:")
+        run_cell(page, 1)
+
+        # (1) the cell returned while its task is pending (held by the emulator until finish())
+        status = generating.locator(".jp-OutputArea-output")
+        expect(status).to_contain_text("nanobanana · generating")
+        expect(generating.locator(".jp-InputArea-prompt")).to_have_text("[2]:")
+        expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
+        assert len(emu.tasks) == 1
+        [task_id] = emu.tasks
+
+        # (2) the status line ticks: its elapsed seconds change
+        first = status.inner_text()
+        expect(status).not_to_have_text(first)
+        later = status.inner_text()
+        assert float(STATUS_LINE.search(later)[1]) > float(STATUS_LINE.search(first)[1]), (first, later)
+        assert task_id[:12] in later and "16:9" in later
+
+        # (3) the kernel is free: another cell runs while the task is still pending
+        run_cell(page, 2)
+        second_output = second.locator(".jp-OutputArea-output")
+        expect(second_output).to_have_text("2")
+        expect(status).to_contain_text("nanobanana · generating")
+
+        # (4) the task ends: the first cell's one output becomes the preview and caption
+        assert emu.finish(task_id)
+        expect(generating.locator(".jp-OutputArea-output img")).to_be_visible()
+        expect(outputs).to_have_count(1)
+        expect(status).to_contain_text(f"task {task_id} · nanobanana_outputs/")
+        expect(status).not_to_contain_text("generating")
+        expect(second.locator(".jp-OutputArea-output")).to_have_count(1)
+        expect(second_output).to_have_text("2")
+        assert list((lab.root / "nanobanana_outputs").glob(f"*{task_id[:8]}*"))
+
+        # (5) a bad request fails the cell with one line, no traceback
+        run_cell(page, 3)
+        error = failing.locator(".jp-OutputArea-output")
+        expect(error).to_have_text(re.compile(
+            r"^InvalidRequestError: aspect ratio '7:3' is not supported; use one of [0-9: ]+ auto\s*$"))
+        assert "\n" not in error.inner_text().strip()
+        expect(error).not_to_contain_text("Traceback")
+        expect(failing.locator(".jp-OutputArea-child")).to_have_count(1)
+
+        generating.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
+        save_screenshot(page, tmp_path, "cell.png")
