@@ -178,11 +178,11 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
-def save_screenshot(page, tmp_path: Path, name: str) -> None:
+def save_screenshot(page, tmp_path: Path, name: str, clip: dict | None = None) -> None:
     """Into the test's tmp dir; also into docs/ with NANOBANANA_UPDATE_SCREENSHOTS=1."""
-    page.screenshot(path=str(tmp_path / name))
+    page.screenshot(path=str(tmp_path / name), clip=clip)
     if os.environ.get("NANOBANANA_UPDATE_SCREENSHOTS") == "1":  # a test run must not dirty the work tree
-        page.screenshot(path=str(DOCS / name))
+        shutil.copy(tmp_path / name, DOCS / name)
 
 
 def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
@@ -264,6 +264,8 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
         second_output = second.locator(".jp-OutputArea-output")
         expect(second_output).to_have_text("2")
         expect(status).to_contain_text("nanobanana · generating")
+        # and it keeps ticking for as long as the task runs (here ~3 s, a short real task)
+        expect(status).to_have_text(re.compile(r"generating · ([3-9]|\d\d+)\.\d s"))
 
         # (4) the task ends: the first cell's one output becomes the preview and caption
         assert emu.finish(task_id)
@@ -284,6 +286,15 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
         expect(error).not_to_contain_text("Traceback")
         expect(failing.locator(".jp-OutputArea-child")).to_have_count(1)
 
-        generating.evaluate("el => el.scrollIntoView({block: 'start'})")
-        page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
-        save_screenshot(page, tmp_path, "cell.png")
+        expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
+        save_cell_screenshot(page, tmp_path, generating, second)
+
+
+def save_cell_screenshot(page, tmp_path: Path, first, last) -> None:
+    """The app's top bars, then the cells from `first` to `last`, cropped below `last`."""
+    first.evaluate("el => el.scrollIntoView({block: 'start'})")
+    bottom = last.bounding_box()
+    height = page.viewport_size["height"]
+    clip = {"x": 0, "y": 0, "width": page.viewport_size["width"],
+            "height": min(height, bottom["y"] + bottom["height"] + 12)}
+    save_screenshot(page, tmp_path, "cell.png", clip)

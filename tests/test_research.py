@@ -167,3 +167,26 @@ def test_verify_reports_missing_and_altered_files(three_runs, capsys):
     assert isinstance(result.error_in_exec, NanoBananaError)
     out = capsys.readouterr().out
     assert "missing" in out and "altered" in out and "0 of 2" in out
+
+
+def test_interrupting_a_batch_stops_submitting_but_keeps_the_submitted_tasks(shell, emulator):
+    from nanobanana_magic.batch import run_batch
+
+    session = magics_of(shell).session
+    emulator.latency = None
+    calls = []
+
+    def submit(request):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(request)
+        return session.submit(request)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([GenerationRequest(prompt=f"interrupted {n}") for n in range(5)], submit,
+                  concurrency=5, progress=False)
+    assert emulator.submit_count == 2
+    pending = session.pending()
+    assert len(pending) == 2 and all(session.store.entry(g.task_id).pending for g in pending)
+    emulator.finish_all()
+    assert all(g.wait(10).status == "succeeded" for g in pending)  # still polled after the interrupt
