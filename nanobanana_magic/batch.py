@@ -100,14 +100,18 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
         progress = None
     results: list["Generation | None"] = [None] * len(requests)
     slots = threading.Semaphore(max(1, concurrency))
-    changed = threading.Condition()
+    changed = threading.Condition()  # guards released
+    released: set[int] = set()  # indexes whose slot was given back
 
-    def release(generation: "Generation") -> None:
-        if generation.done and not getattr(generation, "_batch_released", False):
-            generation._batch_released = True  # type: ignore[attr-defined]
-            slots.release()
-            with changed:
-                changed.notify_all()
+    def release(index: int, generation: "Generation") -> None:
+        if not generation.done:
+            return
+        with changed:
+            if index in released:
+                return
+            released.add(index)
+            changed.notify_all()
+        slots.release()
 
     def report(note: str = "") -> None:
         if progress:
@@ -122,7 +126,7 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
                 report()
             results[index] = _submit_patiently(submit, request, report)
             generation = results[index]
-            generation.add_listener(lambda g: (release(g), report()))
+            generation.add_listener(lambda g, i=index: (release(i, g), report()))
             if on_submit is not None:
                 on_submit(index, generation)
             report()
