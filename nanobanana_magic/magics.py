@@ -220,7 +220,6 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         from . import views
         from .batch import Progress, run_batch, submit_or_record_failure
         from .grid import LiveGrid, SweepGrid, combinations
-
         from .sweep import parse_sweeps
 
         axes = parse_sweeps(args.sweep, self.shell.user_ns)
