@@ -2,7 +2,7 @@
 `%%nanobanana` cell that shows a live status line, then the image in the same output.
 
 Saves screenshots in the test's tmp dir; with NANOBANANA_UPDATE_SCREENSHOTS=1 it also
-refreshes docs/panel.png and docs/cell.png, the README's screenshots. On failure the page
+refreshes docs/panel.png (the README's) and docs/cell.png. On failure the page
 screenshot and the server log are kept under the test's tmp dir.
 """
 
@@ -143,7 +143,7 @@ def write_notebook(path: Path, emulator, cells: list[str], poll_interval: float 
 
 
 @contextmanager
-def notebook_page(lab: Lab, tmp_path: Path, emulator, cells: list[str], *, viewport: dict,
+def notebook_page(lab: Lab, tmp_path: Path, name: str, emulator, cells: list[str], *, viewport: dict,
                   poll_interval: float = 0.2) -> Iterator:
     """A fresh notebook open in headless Chromium, its kernel idle and the file browser hidden.
 
@@ -152,14 +152,16 @@ def notebook_page(lab: Lab, tmp_path: Path, emulator, cells: list[str], *, viewp
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
-    name = f"{tmp_path.name[:24]}-{secrets.token_hex(4)}.ipynb"
-    write_notebook(lab.root / name, emulator, cells, poll_interval)
+    notebook = f"{name}.ipynb"  # the tab's title in the screenshots
+    assert not (lab.root / notebook).exists(), f"{notebook}: each test opens a fresh notebook"
+    write_notebook(lab.root / notebook, emulator, cells, poll_interval)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=viewport)
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+            # its own workspace: the default one would reopen the notebooks of earlier tests
+            page.goto(f"{lab.url}/lab/workspaces/{name}/tree/{notebook}?token={lab.token}")
             # Not the toolbar indicator: it reads idle before the kernel exists (BROWSER-TESTS.md).
             expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
             page.keyboard.press("Control+b")  # hide the file browser: more room for the outputs
@@ -188,7 +190,7 @@ def save_screenshot(page, tmp_path: Path, name: str, clip: dict | None = None) -
 def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
     from playwright.sync_api import expect
 
-    with notebook_page(lab, tmp_path, emulator_for_lab, ["%nanobanana panel"],
+    with notebook_page(lab, tmp_path, "panel", emulator_for_lab, ["%nanobanana panel"],
                        viewport={"width": 1280, "height": 900}) as page:
         drive_the_panel(page, expect, emulator_for_lab)
         save_screenshot(page, tmp_path, "panel.png")
@@ -235,7 +237,7 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
 
     emu = held_emulator
     cells = [GENERATE_CELL, "1 + 1", "%%nanobanana -a 7:3\nx"]
-    with notebook_page(lab, tmp_path, emu, cells, viewport={"width": 1100, "height": 800},
+    with notebook_page(lab, tmp_path, "lisbon", emu, cells, viewport={"width": 1100, "height": 840},
                        poll_interval=0.25) as page:
         notebook_cells = page.locator(".jp-Notebook .jp-Cell")
         generating, second, failing = (notebook_cells.nth(i) for i in (1, 2, 3))
@@ -293,8 +295,8 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
 def save_cell_screenshot(page, tmp_path: Path, first, last) -> None:
     """The app's top bars, then the cells from `first` to `last`, cropped below `last`."""
     first.evaluate("el => el.scrollIntoView({block: 'start'})")
-    bottom = last.bounding_box()
-    height = page.viewport_size["height"]
+    cells = last.bounding_box()
+    status_bar = page.locator("#jp-main-statusbar").bounding_box()
     clip = {"x": 0, "y": 0, "width": page.viewport_size["width"],
-            "height": min(height, bottom["y"] + bottom["height"] + 12)}
+            "height": min(status_bar["y"], cells["y"] + cells["height"] + 6)}
     save_screenshot(page, tmp_path, "cell.png", clip)
