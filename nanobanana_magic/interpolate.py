@@ -7,7 +7,7 @@ failure is one line that names the problem, and nothing is half-interpolated.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .errors import InvalidRequestError
 
@@ -39,7 +39,8 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def _closing_brace(text: str, start: int) -> int:
+def _outside_quotes(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, bracket depth before it) for every character outside string literals."""
     depth, quote, i = 0, "", start
     while i < len(text):
         char = text[i]
@@ -50,32 +51,26 @@ def _closing_brace(text: str, start: int) -> int:
                 quote = ""
         elif char in "'\"":
             quote = char
-        elif char in "{[(":
-            depth += 1
-        elif char in "}])":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            yield i, char, depth
+            depth += (char in "{[(") - (char in "}])")
         i += 1
+
+
+def _closing_brace(text: str, start: int) -> int:
+    for i, char, depth in _outside_quotes(text, start):
+        if char in "}])" and depth == 1:
+            return i
     snippet = text[start:start + 30]
     raise InvalidRequestError(f"unclosed '{{' in the prompt near {snippet!r}; {_HINT}")
 
 
 def _split_spec(field: str) -> tuple[str, str | None, str]:
     """expression, conversion, format spec: split at the first top-level `!` or `:`."""
-    depth, quote = 0, ""
-    for i, char in enumerate(field):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[({":
-            depth += 1
-        elif char in "])}":
-            depth -= 1
-        elif depth == 0 and char == "!" and field[i + 1:i + 2] in ("r", "s", "a") and field[i + 2:i + 3] in ("", ":"):
+    for i, char, depth in _outside_quotes(field):
+        if depth == 0 and char == "!" and field[i + 1:i + 2] in ("r", "s", "a") and field[i + 2:i + 3] in ("", ":"):
             return field[:i], field[i + 1], field[i + 3:]
-        elif depth == 0 and char == ":":
+        if depth == 0 and char == ":":
             return field[:i], None, field[i + 1:]
     return field, None, ""
 
