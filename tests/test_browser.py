@@ -1,5 +1,6 @@
-"""JupyterLab in headless Chromium (see shared/spec/BROWSER-TESTS.md): the control panel, and a
-`%%nanobanana` cell that shows a live status line, then the image in the same output.
+"""JupyterLab and Notebook 7 in headless Chromium (see shared/spec/BROWSER-TESTS.md): the control
+panel in both, and a `%%nanobanana` cell that shows a live status line, then the image in the same
+output (in JupyterLab).
 
 Saves screenshots in the test's tmp dir; with NANOBANANA_UPDATE_SCREENSHOTS=1 it also
 refreshes docs/panel.png (the README's) and docs/cell.png. On failure the page
@@ -38,10 +39,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Lab:
-    """A JupyterLab server on loopback, isolated from the user's settings, with a token."""
+APP_ARGS = {  # per `python -m <app>`: JupyterLab, and Notebook 7 (the same server, another frontend)
+    "jupyterlab": ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+    "notebook": [],
+}
 
-    def __init__(self, base: Path) -> None:
+
+class JupyterServer:
+    """A Jupyter server (`app` is jupyterlab or notebook) on loopback, isolated from the user's
+    settings, with a token."""
+
+    def __init__(self, base: Path, app: str) -> None:
+        self.app = app
         self.root, self.log_path = base / "root", base / "server.log"
         self.token, self.port = secrets.token_hex(16), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,10 +63,9 @@ class Lab:
         env.update(HOME=str(base / "home"), JUPYTER_CONFIG_DIR=str(base / "config"),
                    JUPYTER_DATA_DIR=str(base / "data"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
                    JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"))
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        command = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
                    f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                   "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}", *APP_ARGS[app]]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, env=env, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -76,8 +84,8 @@ class Lab:
                 self.process.wait(0.2)
             except subprocess.TimeoutExpired:
                 continue
-            raise AssertionError(f"JupyterLab exited with {self.process.returncode}; see {self.log_path}")
-        raise AssertionError(f"JupyterLab did not answer within {timeout:g} s; see {self.log_path}")
+            raise AssertionError(f"{self.app} exited with {self.process.returncode}; see {self.log_path}")
+        raise AssertionError(f"{self.app} did not answer within {timeout:g} s; see {self.log_path}")
 
     def stop(self) -> None:
         import requests
@@ -91,18 +99,29 @@ class Lab:
         self._log.close()
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
+def serve(tmp_path_factory, app: str, minversion: str | None = None) -> Iterator[JupyterServer]:
+    """A ready server of `app` for the session; skips when Chromium, playwright or `app` is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does) to run the browser test")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
-    server = Lab(tmp_path_factory.mktemp("lab"))
+    pytest.importorskip(app, minversion, reason=f"{app} is not installed")
+    server = JupyterServer(tmp_path_factory.mktemp(app), app)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    yield from serve(tmp_path_factory, "jupyterlab")
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory):
+    """Jupyter Notebook 7: JupyterLab's notebook widgets in a one-document page at /notebooks/<path>."""
+    yield from serve(tmp_path_factory, "notebook", minversion="7")
 
 
 @contextmanager
@@ -142,10 +161,35 @@ def write_notebook(path: Path, emulator, cells: list[str], poll_interval: float 
     nbformat.write(notebook, path)
 
 
+def open_in_lab(page, server: JupyterServer, name: str, notebook: str) -> None:
+    from playwright.sync_api import expect
+
+    # its own workspace: the default one would reopen the notebooks of earlier tests
+    page.goto(f"{server.url}/lab/workspaces/{name}/tree/{notebook}?token={server.token}")
+    # Not the toolbar indicator: it reads idle before the kernel exists (BROWSER-TESTS.md).
+    expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
+    page.keyboard.press("Control+b")  # hide the file browser: more room for the outputs
+
+
+def open_in_notebook7(page, server: JupyterServer, name: str, notebook: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/notebooks/{notebook}?token={server.token}")
+    # Notebook 7 has no kernel status text: its menu-bar status widget gets the `-fade` class
+    # without `-info` only for idle or busy, i.e. once a kernel is connected. Only then does the
+    # toolbar indicator tell the truth: like Lab's, it reads idle before any kernel exists.
+    connected = ".jp-NotebookKernelStatus.jp-NotebookKernelStatus-fade:not(.jp-NotebookKernelStatus-info)"
+    expect(page.locator(connected)).to_be_attached()
+    expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible()
+
+
+OPEN_NOTEBOOK = {"jupyterlab": open_in_lab, "notebook": open_in_notebook7}
+
+
 @contextmanager
-def notebook_page(lab: Lab, tmp_path: Path, name: str, emulator, cells: list[str], *, viewport: dict,
-                  poll_interval: float = 0.2) -> Iterator:
-    """A fresh notebook open in headless Chromium, its kernel idle and the file browser hidden.
+def notebook_page(server: JupyterServer, tmp_path: Path, name: str, emulator, cells: list[str], *,
+                  viewport: dict, poll_interval: float = 0.2) -> Iterator:
+    """A fresh notebook open in headless Chromium, its kernel idle (in Lab, the file browser hidden).
 
     On failure, keeps the page screenshot and the server log in `tmp_path`.
     """
@@ -153,22 +197,18 @@ def notebook_page(lab: Lab, tmp_path: Path, name: str, emulator, cells: list[str
 
     expect.set_options(timeout=TIMEOUT_MS)
     notebook = f"{name}.ipynb"  # the tab's title in the screenshots
-    assert not (lab.root / notebook).exists(), f"{notebook}: each test opens a fresh notebook"
-    write_notebook(lab.root / notebook, emulator, cells, poll_interval)
+    assert not (server.root / notebook).exists(), f"{notebook}: each test opens a fresh notebook"
+    write_notebook(server.root / notebook, emulator, cells, poll_interval)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=viewport)
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            # its own workspace: the default one would reopen the notebooks of earlier tests
-            page.goto(f"{lab.url}/lab/workspaces/{name}/tree/{notebook}?token={lab.token}")
-            # Not the toolbar indicator: it reads idle before the kernel exists (BROWSER-TESTS.md).
-            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle")).to_be_visible()
-            page.keyboard.press("Control+b")  # hide the file browser: more room for the outputs
+            OPEN_NOTEBOOK[server.app](page, server, name, notebook)
             yield page
         except BaseException:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            shutil.copy(lab.log_path, tmp_path / "server.log")
+            shutil.copy(server.log_path, tmp_path / "server.log")
             print(f"browser test failed: screenshot and server log in {tmp_path}")
             raise
         finally:
@@ -192,11 +232,26 @@ def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
 
     with notebook_page(lab, tmp_path, "panel", emulator_for_lab, ["%nanobanana panel"],
                        viewport={"width": 1280, "height": 900}) as page:
-        drive_the_panel(page, expect, emulator_for_lab)
+        panel = drive_the_panel(page, expect, emulator_for_lab)
+        panel.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
         save_screenshot(page, tmp_path, "panel.png")
 
 
-def drive_the_panel(page, expect, emulator) -> None:
+def test_panel_generates_images_in_notebook7(notebook7, emulator_for_lab, tmp_path):
+    """The same panel, unchanged, in Jupyter Notebook 7's one-document page."""
+    from playwright.sync_api import expect
+
+    with notebook_page(notebook7, tmp_path, "panel-notebook7", emulator_for_lab, ["%nanobanana panel"],
+                       viewport={"width": 1280, "height": 900}) as page:
+        panel = drive_the_panel(page, expect, emulator_for_lab)
+        panel.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(tmp_path / "panel-notebook7.png"))
+
+
+def drive_the_panel(page, expect, emulator):
+    """Run the setup and `%nanobanana panel` cells, then use the panel as a person would: pick a
+    ratio, add a reference image, generate twice, open and close a preview. Returns the panel."""
     for index in (0, 1):
         run_cell(page, index)
     panel = page.locator(".jp-OutputArea-output .nanobanana-panel")
@@ -222,8 +277,7 @@ def drive_the_panel(page, expect, emulator) -> None:
     panel.locator(".nanobanana-gallery .widget-button").first.click()
     expect(panel.locator(".nanobanana-preview img")).to_be_visible()
     panel.locator(".nanobanana-preview .widget-button", has_text="Close").click()
-    panel.evaluate("el => el.scrollIntoView({block: 'start'})")
-    page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
+    return panel
 
 
 GENERATE_CELL = "%%nanobanana -a 16:9 -o g\na watercolour map of Lisbon at dusk"
