@@ -144,7 +144,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     short_errors = Bool(True, help="show this package's errors as one line (False: full traceback)").tag(config=True)
     poll_schedule = List([[60.0, 1.0], [180.0, 2.0], [1e9, 5.0]],
                          help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status").tag(config=True)
-    workers = Int(4, min=1, max=32, help="background threads that poll and download").tag(config=True)
+    workers = Int(2, min=1, max=32, help="background threads that poll and download").tag(config=True)
     concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
     credit_costs = Dict({}, help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
                                  "dry runs then say what a sweep costs").tag(config=True)
