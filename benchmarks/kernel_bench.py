@@ -236,7 +236,7 @@ def concurrent(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int, ta
     if p95(trivial) > TRIVIAL_TARGET:
         section.notes.append(
             "The trivial cells' p95 comes from the cells that land in that burst: the kernel's main thread waits "
-            "for one of the 2 cores and for the GIL, which the 4 worker threads take between Pillow calls "
+            "for one of the 2 cores and for the GIL, which the worker threads take between Pillow calls "
             "(requests, JSON, building and publishing the outputs). The median stays near the idle kernel's.")
     return section
 

@@ -53,7 +53,7 @@ def child(base_url: str, output_dir: str, count: int) -> dict:
 
     figures = {"start": _status_mb("VmRSS")}
     settings = SimpleNamespace(api_key=KEY, base_url=base_url, output_dir=output_dir, timeout=600.0, cache=True,
-                               poll_schedule=None, workers=4)  # poll_schedule None: the product default
+                               poll_schedule=None, workers=2)  # the product defaults (None: the default schedule)
     session = Session(settings)
     warm = session.submit(GenerationRequest(prompt="warm-up", resolution="4K")).wait()
     warm.image.size  # noqa: B018  (Pillow's decoders loaded once, as in any session)
@@ -112,7 +112,7 @@ def run(runs: int, count: int = 50) -> Section:
     if in_use:
         section.notes.append(
             f"After `malloc_trim(0)` at the end, RSS is back to {median(in_use):.0f} MB over the base: the growth is "
-            "free memory glibc keeps, not data: the 4 worker threads may each hold a decoded image at once "
+            "free memory glibc keeps, not data: the worker threads may each hold a decoded image at once "
             "(the preview, and the check of formats other than PNG and JPEG).")
     section.notes.append(
         "Lazy loading: " + ("yes" if lazy else "**NO**") + f" — in every run no generation kept its bytes in memory "
