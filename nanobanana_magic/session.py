@@ -44,6 +44,7 @@ class Session:
         self._client: "NanoBananaClient | None" = None
         self._client_key: tuple | None = None
         self._poller: Poller | None = None
+        self._store: Store | None = None
         self._lock = threading.Lock()  # guards _client and _poller creation
 
     # -- parts built on first use (keeps %load_ext fast) ---------------------
@@ -64,7 +65,12 @@ class Session:
 
     @property
     def store(self) -> Store:
-        return Store(Path(self.settings.output_dir).expanduser())
+        """The store of the configured output_dir (kept while the setting stays the same)."""
+        path = Path(self.settings.output_dir).expanduser()
+        with self._lock:
+            if self._store is None or self._store.output_dir != path:
+                self._store = Store(path)
+            return self._store
 
     @property
     def poller(self) -> Poller:

@@ -8,12 +8,12 @@ written with a single `write` under an exclusive `flock`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -22,6 +22,11 @@ from .params import canonical_json
 
 if TYPE_CHECKING:
     from .generation import Generation
+
+try:
+    import fcntl
+except ImportError:  # Windows: one O_APPEND write per line is still atomic enough there
+    fcntl = None  # type: ignore[assignment]
 
 RUN_LOG = "runs.jsonl"
 TOOL = "nanobanana-magic 0.1"
@@ -46,6 +51,29 @@ class RunEntry:
         return self.status == "pending"
 
 
+def _parse_line(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:  # a torn line from a writer that died mid-write
+        return None
+    return record if isinstance(record, dict) and record.get("task_id") else None
+
+
+def _apply(entries: dict[str, RunEntry], record: dict) -> None:
+    task_id = str(record["task_id"])
+    entry = entries.setdefault(task_id, RunEntry(task_id))
+    if record.get("event") == "submitted":
+        entry.request = record.get("request") or {}
+        entry.submitted_at = record.get("t")
+    elif record.get("event") == "finished":
+        entry.status = record.get("status") or entry.status
+        entry.finished_at = record.get("t")
+        entry.url = record.get("url") or entry.url
+        entry.file = record.get("file") or entry.file
+        entry.sha256 = record.get("sha256") or entry.sha256
+        entry.error = record.get("error")
+
+
 def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else None
 
@@ -56,6 +84,12 @@ class Store:
     def __init__(self, output_dir: "str | Path") -> None:
         self.output_dir = Path(output_dir)
         self.log_path = self.output_dir / RUN_LOG
+        # The parsed run log, caught up incrementally: a long history costs nothing per cell.
+        self._lock = threading.Lock()  # guards the three fields below
+        self._entries: dict[str, RunEntry] = {}
+        self._by_body: dict[str, list[str]] = {}  # canonical request body → task ids, oldest first
+        self._read_upto = 0
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file parsed
 
     # -- run log -----------------------------------------------------------
 
@@ -63,9 +97,13 @@ class Store:
         """Append one line, atomically with respect to other writers."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a writer died mid-line: never glue our record onto its fragment
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -86,48 +124,66 @@ class Store:
                      "sha256": sha256_file(path) if path else None, "error": generation.error})
 
     def records(self) -> Iterator[dict]:
-        """Every readable line; a torn last line (a crash mid-write) is skipped."""
+        """Every readable line, as written; torn lines (a crash mid-write) are skipped."""
         try:
-            with open(self.log_path, encoding="utf-8") as handle:
+            with open(self.log_path, "rb") as handle:
                 for line in handle:
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and record.get("task_id"):
+                    record = _parse_line(line)
+                    if record is not None:
                         yield record
         except FileNotFoundError:
             return
 
     def entries(self) -> list[RunEntry]:
         """One entry per task, in submit order (oldest first)."""
-        entries: dict[str, RunEntry] = {}
-        for record in self.records():
-            task_id = str(record["task_id"])
-            entry = entries.setdefault(task_id, RunEntry(task_id))
-            if record.get("event") == "submitted":
-                entry.request = record.get("request") or {}
-                entry.submitted_at = record.get("t")
-            elif record.get("event") == "finished":
-                entry.status = record.get("status") or entry.status
-                entry.finished_at = record.get("t")
-                entry.url = record.get("url") or entry.url
-                entry.file = record.get("file") or entry.file
-                entry.sha256 = record.get("sha256") or entry.sha256
-                entry.error = record.get("error")
-        return list(entries.values())
+        with self._lock:
+            self._catch_up()
+            return [replace(entry) for entry in self._entries.values()]
 
     def entry(self, task_id: str) -> RunEntry | None:
-        return next((e for e in self.entries() if e.task_id == task_id), None)
+        with self._lock:
+            self._catch_up()
+            entry = self._entries.get(task_id)
+            return replace(entry) if entry is not None else None
 
     def find_cached(self, body: dict) -> RunEntry | None:
         """The newest succeeded entry with this exact body whose file is still here."""
         key = canonical_json(body)
-        for entry in reversed(self.entries()):
-            if entry.status == "succeeded" and entry.file and canonical_json(entry.request) == key:
-                if self.file_path(entry).is_file():  # a name like ".." must not count
-                    return entry
+        with self._lock:
+            self._catch_up()
+            same = (self._entries[t] for t in reversed(self._by_body.get(key, [])))
+            candidates = [e for e in same if e.status == "succeeded" and e.file]
+        for entry in candidates:
+            if self.file_path(entry).is_file():  # a name like ".." must not count
+                return replace(entry)
         return None
+
+    def _catch_up(self) -> None:
+        """Parse the lines appended since the last call (by any kernel); start over if the file was replaced."""
+        try:
+            stat = os.stat(self.log_path)
+        except FileNotFoundError:
+            self._entries, self._by_body, self._read_upto, self._identity = {}, {}, 0, None
+            return
+        identity = (stat.st_dev, stat.st_ino)
+        if identity != self._identity or stat.st_size < self._read_upto:
+            self._entries, self._by_body, self._read_upto, self._identity = {}, {}, 0, identity
+        if stat.st_size == self._read_upto:
+            return
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self._read_upto)
+            chunk = handle.read(stat.st_size - self._read_upto)
+        complete = chunk.rfind(b"\n") + 1  # a line still being written waits for the next call
+        for line in chunk[:complete].splitlines():
+            record = _parse_line(line)
+            if record is None:
+                continue
+            _apply(self._entries, record)
+            if record.get("event") == "submitted":
+                ids = self._by_body.setdefault(canonical_json(record.get("request") or {}), [])
+                if record["task_id"] not in ids:
+                    ids.append(str(record["task_id"]))
+        self._read_upto += complete
 
     def file_path(self, entry: RunEntry) -> Path:
         return self.output_dir / Path(entry.file or "").name

@@ -110,3 +110,22 @@ def test_cache_finds_only_succeeded_requests_whose_file_exists(tmp_path):
     assert store.find_cached({"prompt": "b", "resolution": "1K"}) is None
     Path(generation.path).unlink()
     assert store.find_cached(body) is None
+
+
+def test_a_record_written_after_a_torn_line_is_not_lost(tmp_path):
+    store = Store(tmp_path)
+    store.record_submit("t1", {"prompt": "a"}, 1.0)
+    with open(store.log_path, "a") as handle:
+        handle.write('{"event": "submitted", "task_id": "torn", "requ')  # a writer died here
+    store.record_submit("t2", {"prompt": "b"}, 2.0)
+    assert [e.task_id for e in store.entries()] == ["t1", "t2"]
+
+
+def test_entries_follow_lines_appended_by_another_writer(tmp_path):
+    mine, theirs = Store(tmp_path), Store(tmp_path)
+    mine.record_submit("t1", {"prompt": "a"}, 1.0)
+    assert [e.task_id for e in mine.entries()] == ["t1"]
+    theirs.record_submit("t2", {"prompt": "b"}, 2.0)  # another kernel, same directory
+    assert [e.task_id for e in mine.entries()] == ["t1", "t2"]
+    mine.log_path.unlink()
+    assert mine.entries() == []
