@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +26,8 @@ class EmulatorProcess:
         command = [sys.executable, "-m", "nanobanana_magic.emulator", "--port", str(port),
                    "--latency", str(latency), *extra_args]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                   stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         found: list[str] = []
         ready = threading.Event()
 
@@ -40,7 +43,9 @@ class EmulatorProcess:
         if not ready.wait(timeout) or not found:
             process.kill()
             raise RuntimeError("the emulator did not start (see python -m nanobanana_magic.emulator --help)")
-        return cls(process, found[0])
+        emulator = cls(process, found[0])
+        atexit.register(emulator.stop)  # a kernel that exits takes its emulator with it
+        return emulator
 
     @property
     def alive(self) -> bool:
@@ -53,3 +58,13 @@ class EmulatorProcess:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
