@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -24,10 +24,9 @@ class EmulatorProcess:
     def start(cls, port: int = 0, latency: float = 3.0, extra_args: Sequence[str] = (),
               timeout: float = 20.0) -> "EmulatorProcess":
         command = [sys.executable, "-m", "nanobanana_magic.emulator", "--port", str(port),
-                   "--latency", str(latency), *extra_args]
+                   "--latency", str(latency), "--parent-pid", str(os.getpid()), *extra_args]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, text=True, bufsize=1,
-                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                   stdin=subprocess.DEVNULL, text=True, bufsize=1)
         found: list[str] = []
         ready = threading.Event()
 
@@ -59,12 +58,3 @@ class EmulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base of result URLs, {port} is replaced by the bound port, e.g. "
                              "http://localhost:{port} (default: this server's own URL)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr (keys are never logged)")
+    parser.add_argument("--parent-pid", type=int, metavar="PID",
+                        help="stop when process PID ends (a notebook that started the emulator, say)")
     return parser
 
 
@@ -101,10 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(READY_LINE.format(url=emulator.base_url), flush=True)
     try:
         while not stop.wait(0.5):
-            pass
+            if args.parent_pid and not _alive(args.parent_pid):
+                break
     finally:
         emulator.stop()
     return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _non_negative(text: str) -> float:
