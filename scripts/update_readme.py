@@ -50,7 +50,8 @@ def reliability_markdown() -> str:
         "hundredths over when it ends anywhere between polls (polling once a second puts the median wait at 0.5 s by itself) |",
         f"| 50 concurrent tasks (L = 2 s) | {many[1].split(';')[0]} | ≤ 1.3×: {many[3].replace('**', '')} "
         "(finishing 50 results costs ~0.7 s of CPU on 2 cores) |",
-        f"| a trivial cell while 50 tasks are pending | {trivial[1].split('(')[0].strip()} | ≤ 20 ms ✓ |",
+        f"| a trivial cell while 50 tasks are pending | {trivial[1].split('(')[0].strip()} | ≤ 20 ms: "
+        f"{trivial[3].replace('met', '✓', 1)} |",
         f"| notebook bytes per 4K image | {size[1]} (embedding the file naively: "
         f"{naive[1].split(',')[0].replace('median ', '')}, {naive[1].split(',')[1].strip()}) | ≤ 300 KB ✓ |",
         f"| memory after 50 finished 4K images | {memory[1].split(';')[0]} RSS growth (images load lazily from disk) | ≤ 250 MB ✓ |",
