@@ -16,7 +16,7 @@ from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from .errors import (AuthenticationError, DownloadError, NanoBananaError, NetworkError,
+from .errors import (AuthenticationError, DownloadError, NetworkError,
                      ServiceUnavailableError, error_for_code)
 from .params import DEFAULT_BASE_URL, GenerationRequest
 from .secret import ApiKey, MaskedHeader, as_key, mask

@@ -200,9 +200,10 @@ class _Tile:
             if self._final:
                 return
             text, style = f"generating · {gen.elapsed:.0f} s · task {gen.task_id[:12]}…", _MUTED
-            if gen.status == "succeeded" and gen.data:
+            thumbnail = gen.preview(THUMB_PX, "jpeg") if gen.status == "succeeded" else None
+            if thumbnail:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
-                image = W.Image(value=preview_bytes(gen.data, THUMB_PX, "jpeg"), format="jpeg",
+                image = W.Image(value=thumbnail, format="jpeg",
                                 layout=W.Layout(width="100%", height="150px", object_fit="contain"))
                 show = W.Button(description="Show", icon="search-plus", tooltip=f"task {gen.task_id}",
                                 layout=W.Layout(width="100%"))
@@ -460,13 +461,12 @@ class Panel(W.VBox):
 
     def show(self, generation: "Generation") -> None:
         """Show a result full size with its caption (prompt, parameters, task id, file path)."""
-        data = generation.data
-        if data is None:
+        if generation.status != "succeeded":
             return
         fmt = self.magics.preview_format
         self.selected = generation
         self.preview_image.format = "png" if fmt == "png" else "jpeg"
-        self.preview_image.value = preview_bytes(data, self.magics.preview_max_px, fmt)
+        self.preview_image.value = generation.preview(self.magics.preview_max_px, fmt)
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
         self.preview_caption.value = (f"<div style='{_MUTED};line-height:1.5'>"

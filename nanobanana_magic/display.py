@@ -12,7 +12,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from .imaging import preview_bytes
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -89,16 +88,17 @@ def error_bundle(gen: "Generation") -> tuple[dict, dict]:
 
 def result_bundle(gen: "Generation", max_px: int = 1024, fmt: str = "jpeg") -> tuple[dict, dict]:
     """Preview image and caption as one output; falls back to the status when there is no image."""
-    data = gen.data
-    if data is None:
+    if gen.status != "succeeded":
         return error_bundle(gen) if gen.error else status_bundle(gen)
     mime = "image/png" if fmt.lower() == "png" else "image/jpeg"
     lines = caption_lines(gen)
     try:
-        preview = base64.b64encode(preview_bytes(data, max_px, fmt)).decode("ascii")
+        image = gen.preview(max_px, fmt)
     except (OSError, SyntaxError, ValueError) as exc:  # the file is saved; only the preview failed
-        lines.append(f"(no preview: the image could not be decoded: {type(exc).__name__})")
+        image, lines = None, [*lines, f"(no preview: the image could not be decoded: {type(exc).__name__})"]
+    if image is None:
         return {"text/plain": "\n".join(lines)}, task_metadata(gen)
+    preview = base64.b64encode(image).decode("ascii")
     caption = "<br>".join(html.escape(line) for line in lines)
     alt = html.escape(_excerpt(gen.prompt), quote=True)
     markup = (f"<figure style='margin:0'><img src='data:{mime};base64,{preview}' alt=\"{alt}\" "

@@ -10,7 +10,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from .errors import (NanoBananaError, NetworkError, TaskFailedError, TaskTimeoutError,
+from .errors import (NanoBananaError, TaskFailedError, TaskTimeoutError,
                      is_transient)
 
 if TYPE_CHECKING:
@@ -142,6 +142,19 @@ class Generation:
             raise self.exception
         return self
 
+    def preview(self, max_px: int = 1024, fmt: str = "jpeg", quality: int = 85) -> bytes | None:
+        """A copy at most `max_px` on its longest side (JPEG or PNG bytes), or None without an image.
+
+        Made once per saved file and kept beside it, so showing a result again costs no decoding.
+        """
+        from .imaging import cached_preview, preview_bytes
+
+        if self.status != "succeeded":
+            return None
+        if self.path is not None and Path(self.path).is_file():
+            return cached_preview(self.path, max_px, fmt, quality)
+        return preview_bytes(self._bytes, max_px, fmt, quality) if self._bytes else None
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds without raising; True once the task has ended."""
         return self._ended.wait(timeout)
@@ -188,10 +201,7 @@ class Generation:
         return generation_html(self)
 
     def _repr_png_(self) -> bytes | None:
-        from .imaging import preview_bytes
-
-        data = self.data
-        return preview_bytes(data, 512, "png") if data else None
+        return self.preview(512, "png")
 
     # -- driving (poller workers or wait()) --------------------------------
 

@@ -92,11 +92,8 @@ class SweepGrid:
     def _thumb(self, generation: "Generation") -> str:
         with self._lock:
             if generation.task_id not in self._thumbs:
-                from .imaging import preview_bytes
-
-                data = generation.data or b""
-                self._thumbs[generation.task_id] = base64.b64encode(
-                    preview_bytes(data, self.thumb_px, "jpeg", quality=80)).decode("ascii")
+                image = generation.preview(self.thumb_px, "jpeg", quality=80) or b""
+                self._thumbs[generation.task_id] = base64.b64encode(image).decode("ascii")
             return self._thumbs[generation.task_id]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 METADATA_KEY = "nanobanana"
@@ -39,6 +41,30 @@ def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85
         else:
             image.save(out, "PNG", optimize=False, compress_level=6)
         return out.getvalue()
+
+
+def cached_preview(path: "str | Path", max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
+    """`preview_bytes` of a saved file, kept under `.previews/` beside it: decoding a 4K file once is enough.
+
+    A re-run answered from the cache then shows its image without decoding 16 megapixels again.
+    """
+    source = Path(path)
+    ext = "png" if fmt.lower() == "png" else "jpg"
+    cache = source.parent / ".previews" / f"{source.stem}_{max_px}_q{quality}.{ext}"
+    try:
+        if cache.stat().st_mtime >= source.stat().st_mtime:
+            return cache.read_bytes()
+    except OSError:
+        pass
+    data = preview_bytes(source.read_bytes(), max_px, fmt, quality)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, cache)
+    except OSError:  # a read-only output directory still shows its images
+        pass
+    return data
 
 
 def image_size(data: bytes) -> tuple[int, int]:

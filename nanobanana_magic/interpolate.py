@@ -103,7 +103,7 @@ def _evaluate(field: str, namespace: Mapping[str, Any]) -> str:
         value = {"r": repr, "s": str, "a": ascii}[conversion](value)
     try:
         return format(value, spec)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError):
         shown = field if len(field) <= 40 else field[:39] + "…"
         raise InvalidRequestError(f"{{{shown}}} in the prompt is not a Python expression with a valid "
                                   f"format (':{spec[:20]}' does not fit {type(value).__name__}); {_HINT}") from None

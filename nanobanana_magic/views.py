@@ -6,7 +6,6 @@ import base64
 import html
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .secret import ApiKey, mask
@@ -80,21 +79,17 @@ def history_bundle(entries: list["RunEntry"], store: "Store") -> dict:
 
 
 def _thumbnail(store: "Store", entry: "RunEntry", size: int = 96) -> str | None:
-    """A small JPEG of a saved image, cached under output_dir/.thumbs."""
+    """A small JPEG of a saved image (made once, kept under output_dir/.previews), base64."""
     if not entry.file:
         return None
     source = store.file_path(entry)
-    if not source.exists():
+    if not source.is_file():
         return None
-    cache = store.output_dir / ".thumbs" / (Path(entry.file).stem + f"_{size}.jpg")
-    try:
-        if not cache.exists():
-            from .imaging import preview_bytes
+    from .imaging import cached_preview
 
-            cache.parent.mkdir(exist_ok=True)
-            cache.write_bytes(preview_bytes(source.read_bytes(), size, "jpeg", quality=70))
-        return base64.b64encode(cache.read_bytes()).decode("ascii")
-    except OSError:
+    try:
+        return base64.b64encode(cached_preview(source, size, "jpeg", quality=70)).decode("ascii")
+    except (OSError, SyntaxError, ValueError):
         return None
 
 
