@@ -389,12 +389,12 @@ class Panel(W.VBox):
         try:
             generation = self.magics.session.submit(request, force=force)
         except Exception as exc:  # NanoBananaError or not, this thread has no cell to show it in
-            error = f"{type(exc).__name__}: {exc}"
-        with self._lock:
+            error = exc
+        with self._lock:  # add before counting down: wait() must never see neither
+            if generation is not None:
+                self._add(generation)
             self._submitting -= 1
             self._last_error = error
-        if generation is not None:
-            self._add(generation)
         self._refresh_status()
 
     def wait(self, timeout: float | None = None) -> list["Generation"]:
@@ -404,6 +404,9 @@ class Panel(W.VBox):
             with self._lock:
                 submitting, pending = self._submitting, [g for g in self.results if not g.done]
             if not submitting and not pending:
+                if self._last_error is not None and not self.results:
+                    error = self._last_error
+                    raise error if isinstance(error, NanoBananaError) else NanoBananaError(str(error))
                 return list(self.results)
             if deadline is not None and time.monotonic() > deadline:
                 raise TaskTimeoutError(f"{submitting + len(pending)} panel task(s) still running after {timeout:g} s")
@@ -442,7 +445,8 @@ class Panel(W.VBox):
             parts.append(f"✓ {done} done" + (f" · {failed} failed" if failed else ""))
         elif not parts:
             parts.append("ready: write a prompt, then Generate")
-        self.status.value = _message(" · ".join(parts), _MUTED) + (f"<br>{_message(error)}" if error else "")
+        shown = f"{type(error).__name__}: {error}" if error is not None else ""
+        self.status.value = _message(" · ".join(parts), _MUTED) + (f"<br>{_message(shown)}" if error else "")
 
     def _refresh_credits(self) -> None:
         """Ask for the balance off the main thread; only the newest answer is shown."""
