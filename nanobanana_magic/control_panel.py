@@ -404,7 +404,7 @@ class Panel(W.VBox):
             with self._lock:
                 submitting, pending = self._submitting, [g for g in self.results if not g.done]
             if not submitting and not pending:
-                if self._last_error is not None and not self.results:
+                if self._last_error is not None:  # the latest Generate was refused
                     error = self._last_error
                     raise error if isinstance(error, NanoBananaError) else NanoBananaError(str(error))
                 return list(self.results)

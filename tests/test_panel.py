@@ -15,7 +15,7 @@ from conftest import API_KEY
 
 NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are valid but never load
 from nanobanana_magic import params
-from nanobanana_magic.errors import InvalidRequestError
+from nanobanana_magic.errors import InsufficientCreditsError, InvalidRequestError
 from nanobanana_magic.control_panel import Panel
 
 
@@ -285,3 +285,17 @@ def test_nothing_in_the_panel_reveals_the_key(panel):
     generate(panel, "a cat")
     texts = [panel.status.value, panel.credits.value, panel.cell_text(), repr(panel)]
     assert not any(API_KEY in text for text in texts)
+
+
+def test_wait_returns_every_result_and_raises_a_refused_submit(panel, emulator):
+    panel.field("prompt").widget.value = "waited for"
+    panel.generate.click()
+    results = panel.wait(timeout=20)
+    assert len(results) == 1 and results[0].status == "succeeded"
+
+    emulator.inject("submit", "status", status=402, style="json")
+    panel.field("prompt").widget.value = "refused"
+    panel.generate.click()
+    with pytest.raises(InsufficientCreditsError, match="402"):
+        panel.wait(timeout=20)
+    assert "InsufficientCreditsError" in panel.status.value
