@@ -45,7 +45,7 @@ class Session:
         self._client_key: tuple | None = None
         self._poller: Poller | None = None
         self._store: Store | None = None
-        self._lock = threading.Lock()  # guards _client and _poller creation
+        self._lock = threading.Lock()  # guards creating _client, _store and _poller
 
     # -- parts built on first use (keeps %load_ext fast) ---------------------
 
