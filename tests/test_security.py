@@ -553,18 +553,24 @@ def test_huge_json_answer_is_refused_unread(client, emulator) -> None:
     assert cost.python_peak < 8 * MB
 
 
-def test_huge_json_without_length_is_cut_at_the_cap(tiny) -> None:
-    """A JSON answer that just keeps coming (no Content-Length) is read up to the 4 MB cap, no further."""
-    api = tiny({CREDIT: stream_forever("application/json", b'"' + b"x" * 65535, head=b'{"code":200,"data":')})
-    client = NanoBananaClient(api_key=API_KEY, base_url=api.url, retries=0)
+def credits_refused_as_too_large(base_url: str):
+    """Ask a hostile server for credits; the answer must be refused as too large. (cost, JSON cap)."""
+    client = NanoBananaClient(api_key=API_KEY, base_url=base_url, retries=0)
     try:
         with measured() as cost:
             with pytest.raises(ServiceUnavailableError, match="too large"):
                 client.credits()
     finally:
         client.close()
+    return cost, client.max_json_bytes
+
+
+def test_huge_json_without_length_is_cut_at_the_cap(tiny) -> None:
+    """A JSON answer that just keeps coming (no Content-Length) is read up to the 4 MB cap, no further."""
+    api = tiny({CREDIT: stream_forever("application/json", b'"' + b"x" * 65535, head=b'{"code":200,"data":')})
+    cost, cap = credits_refused_as_too_large(api.url)
     assert cost.seconds < 5
-    assert cost.python_peak < client.max_json_bytes + 4 * MB
+    assert cost.python_peak < cap + 4 * MB
 
 
 def test_gzip_bomb_in_a_json_answer_is_cut_at_the_cap(tiny) -> None:
@@ -573,16 +579,10 @@ def test_gzip_bomb_in_a_json_answer_is_cut_at_the_cap(tiny) -> None:
     member = deflate.compress(b" " * MB) + deflate.flush()
     bomb = member * 1024  # concatenated gzip members are one valid gzip stream
     api = tiny({CREDIT: lambda handler: send(handler, 200, bomb, headers={"Content-Encoding": "gzip"})})
-    client = NanoBananaClient(api_key=API_KEY, base_url=api.url, retries=0)
-    try:
-        with measured() as cost:
-            with pytest.raises(ServiceUnavailableError, match="too large"):
-                client.credits()
-    finally:
-        client.close()
+    cost, cap = credits_refused_as_too_large(api.url)
     assert len(bomb) < 2 * MB
     assert cost.seconds < 5
-    assert cost.python_peak < client.max_json_bytes + 8 * MB
+    assert cost.python_peak < cap + 8 * MB
 
 
 def test_endless_image_body_is_cut_at_the_download_cap(client, emulator) -> None:
