@@ -22,7 +22,10 @@ def main() -> int:
     print(f"emulator at {emulator.url}; notebooks talk to it (NANOBANANA_BASE_URL is set for the kernels).")
     print("For the real API: stop this, then `export NANOBANANA_API_KEY=...` and `jupyter lab notebooks`.")
     try:
-        return subprocess.call([sys.executable, "-m", "jupyterlab", "--notebook-dir", str(ROOT / "notebooks")], env=env)
+        command = [sys.executable, "-m", "jupyterlab", "--notebook-dir", str(ROOT / "notebooks"), *sys.argv[1:]]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")  # containers and CI machines often run as root; Lab refuses otherwise
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
     finally:
