@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from kernel_helpers import (SETUP, execute_notebook, kernel_environment, live_kernel,  # noqa: E402
                             new_notebook, plain_text)
-from nanobanana_magic.emulator_process import EmulatorProcess  # noqa: E402
+from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: E402
 
 KEY = "emulator-benchmark-key"  # the emulator's own key: not a secret
 

@@ -48,8 +48,8 @@ def _trimmed_mb() -> float | None:
 def child(base_url: str, output_dir: str, count: int) -> dict:
     """Runs in the fresh process; returns the RSS figures (MB) and the laziness checks."""
     sys.path.insert(0, str(ROOT))
-    from nanobanana_magic.params import GenerationRequest
-    from nanobanana_magic.session import Session
+    from nanobanana_magic.core.params import GenerationRequest
+    from nanobanana_magic.session.session import Session
 
     figures = {"start": _status_mb("VmRSS")}
     settings = SimpleNamespace(api_key=KEY, base_url=base_url, output_dir=output_dir, timeout=600.0, cache=True,

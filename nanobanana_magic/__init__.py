@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (AuthenticationError, DownloadError, InsufficientCreditsError, InvalidRequestError,
+from .core.errors import (AuthenticationError, DownloadError, InsufficientCreditsError, InvalidRequestError,
                      NanoBananaError, NetworkError, RateLimitError, ServiceUnavailableError,
                      TaskFailedError, TaskTimeoutError)
-from .params import PARAMETERS, GenerationRequest
+from .core.params import PARAMETERS, GenerationRequest
 
 if TYPE_CHECKING:
-    from .client import NanoBananaClient
-    from .generation import Generation
-    from .magics import NanoBananaMagics
+    from .session.client import NanoBananaClient
+    from .runtime.generation import Generation
+    from .notebook.magics import NanoBananaMagics
 
 __version__ = "0.1.0"
 
@@ -30,7 +30,7 @@ __all__ = ["AuthenticationError", "DownloadError", "Generation", "GenerationRequ
            "TaskFailedError", "TaskTimeoutError", "config", "generate_many", "load_ipython_extension", "panel",
            "unload_ipython_extension"]
 
-_LAZY = {"NanoBananaClient": "client", "Generation": "generation", "NanoBananaMagics": "magics"}
+_LAZY = {"NanoBananaClient": "session.client", "Generation": "runtime.generation", "NanoBananaMagics": "notebook.magics"}
 
 
 def __getattr__(name: str) -> Any:
@@ -43,21 +43,21 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext nanobanana_magic`: register the magics, the config class and short errors."""
-    from .extension import load
+    from .notebook.extension import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext nanobanana_magic`: stop the poller threads, restore error display."""
-    from .extension import unload
+    from .notebook.extension import unload
 
     unload(ipython)
 
 
 def config() -> "NanoBananaMagics":
     """This kernel's live settings (the `NanoBananaMagics` instance), loading the extension if needed."""
-    from .extension import magics_instance
+    from .notebook.extension import magics_instance
 
     return magics_instance()
 
@@ -73,8 +73,8 @@ def generate_many(requests: Any, *, concurrency: int | None = None, force: bool 
 
 def panel() -> Any:
     """The control panel for this kernel (loads the extension if needed)."""
-    from .extension import magics_instance
-    from .control_panel import Panel
+    from .notebook.extension import magics_instance
+    from .notebook.control_panel import Panel
 
     return Panel(magics_instance())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nanobanana_magic.emulator_process import EmulatorProcess  # noqa: E402
+from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: E402
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from nbconvert import HTMLExporter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nanobanana_magic.emulator_process import EmulatorProcess  # noqa: E402
+from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: E402
 
 DEMO_KEY = "emulator-demo-key"  # the emulator's own key: not a secret
 

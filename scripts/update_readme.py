@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nanobanana_magic.reference import cell_options_markdown, commands_markdown, settings_markdown  # noqa: E402
+from reference import cell_options_markdown, commands_markdown, settings_markdown  # noqa: E402
 
 def _results() -> dict[str, list[str]]:
     rows = {}

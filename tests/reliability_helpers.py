@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from nanobanana_magic.secret import ApiKey, as_key
+from nanobanana_magic.core.secret import ApiKey, as_key
 
 T = TypeVar("T")
 

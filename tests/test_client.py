@@ -11,8 +11,8 @@ from conftest import API_KEY
 from nanobanana_magic import (AuthenticationError, GenerationRequest, InsufficientCreditsError,
                               InvalidRequestError, NanoBananaClient, NanoBananaError, NetworkError,
                               RateLimitError, ServiceUnavailableError, TaskFailedError)
-from nanobanana_magic.client import TaskStatus
-from nanobanana_magic.errors import DownloadError
+from nanobanana_magic.session.client import TaskStatus
+from nanobanana_magic.core.errors import DownloadError
 
 FAST = [[1e9, 0.02]]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from nanobanana_magic.reference import cell_options_markdown, commands_markdown, settings_markdown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from reference import cell_options_markdown, commands_markdown, settings_markdown  # noqa: E402
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -27,7 +30,7 @@ def test_readme_first_screen_has_the_two_commands():
 
 
 def test_every_parameter_flag_is_documented():
-    from nanobanana_magic.params import PARAMETERS
+    from nanobanana_magic.core.params import PARAMETERS
 
     for param in PARAMETERS:
         for flag in param.flags:

@@ -24,11 +24,11 @@ from PIL import Image
 from reliability_helpers import SessionSettings, closed_port_url, run_log_task_ids
 
 from nanobanana_magic.emulator import Emulator
-from nanobanana_magic.errors import (DownloadError, NanoBananaError, NetworkError, RateLimitError,
+from nanobanana_magic.core.errors import (DownloadError, NanoBananaError, NetworkError, RateLimitError,
                                      ServiceUnavailableError, TaskFailedError, TaskTimeoutError)
-from nanobanana_magic.generation import Generation
-from nanobanana_magic.params import GenerationRequest
-from nanobanana_magic.session import Session
+from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.session.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY_TIME = 1000  # a fault count no retry loop can exhaust

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nanobanana_magic import InvalidRequestError
-from nanobanana_magic.interpolate import interpolate
+from nanobanana_magic.core.interpolate import interpolate
 
 NS = {"city": "Lisbon", "n": 3, "items": ["a", "b"], "d": {"k": "v"}, "pi": 3.14159}
 

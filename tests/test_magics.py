@@ -9,7 +9,7 @@ import pytest
 from traitlets.config import Config
 
 from conftest import API_KEY
-from nanobanana_magic.errors import AuthenticationError, InvalidRequestError, TaskFailedError, TaskTimeoutError
+from nanobanana_magic.core.errors import AuthenticationError, InvalidRequestError, TaskFailedError, TaskTimeoutError
 
 
 def magics_of(shell):
@@ -342,7 +342,7 @@ def test_unload_stops_the_poller_threads(shell, emulator):
 def test_configuration_precedence(emulator, monkeypatch, tmp_path):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from nanobanana_magic.magics import NanoBananaMagics
+    from nanobanana_magic.notebook.magics import NanoBananaMagics
 
     config = Config()
     config.NanoBananaMagics.base_url = "http://from-config"

@@ -14,9 +14,9 @@ import nanobanana_magic
 from conftest import API_KEY
 
 NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are valid but never load
-from nanobanana_magic import params
-from nanobanana_magic.errors import InsufficientCreditsError, InvalidRequestError
-from nanobanana_magic.control_panel import Panel
+from nanobanana_magic.core import params as params
+from nanobanana_magic.core.errors import InsufficientCreditsError, InvalidRequestError
+from nanobanana_magic.notebook.control_panel import Panel
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -271,7 +271,7 @@ def test_copy_as_cell_writes_a_value_the_config_would_otherwise_override(shell, 
 # -- wiring ------------------------------------------------------------------------------------
 
 def test_the_panel_command_and_function_show_a_panel_of_this_kernel(shell, monkeypatch):
-    from nanobanana_magic import magics as magics_module
+    from nanobanana_magic.notebook import magics as magics_module
 
     shown = []
     monkeypatch.setattr(magics_module, "display", shown.append)

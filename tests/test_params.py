@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nanobanana_magic import GenerationRequest, InvalidRequestError
-from nanobanana_magic.params import ASPECT_RATIOS, BY_NAME, OUTPUT_FORMATS, PARAMETERS, RESOLUTIONS
+from nanobanana_magic.core.params import ASPECT_RATIOS, BY_NAME, OUTPUT_FORMATS, PARAMETERS, RESOLUTIONS
 
 
 def test_body_has_every_field_in_camel_case_with_defaults():

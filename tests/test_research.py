@@ -10,7 +10,7 @@ import pytest
 
 from conftest import API_KEY
 from nanobanana_magic import GenerationRequest, NanoBananaClient
-from nanobanana_magic.errors import InvalidRequestError, NanoBananaError
+from nanobanana_magic.core.errors import InvalidRequestError, NanoBananaError
 
 
 def magics_of(shell):
@@ -44,7 +44,7 @@ def test_batch_never_has_more_than_concurrency_tasks_pending(shell, emulator):
 
 
 def test_rate_limits_slow_a_batch_down_instead_of_failing_it(shell, emulator, monkeypatch):
-    monkeypatch.setattr("nanobanana_magic.batch.time.sleep", lambda s: None)
+    monkeypatch.setattr("nanobanana_magic.runtime.batch.time.sleep", lambda s: None)
     emulator.inject("submit", "status", count=6, status=429, style="http")
     magics_of(shell).session.client.retries = 1
     results = magics_of(shell).session.generate_many(["slowed 1", "slowed 2"], concurrency=2, progress=False)
@@ -80,8 +80,8 @@ def test_sweep_renders_a_labelled_grid_of_every_combination(shell, emulator, cap
 
 
 def test_sweep_grid_html_labels_rows_and_columns():
-    from nanobanana_magic.generation import Generation
-    from nanobanana_magic.grid import SweepGrid
+    from nanobanana_magic.runtime.generation import Generation
+    from nanobanana_magic.core.grid import SweepGrid
 
     grid = SweepGrid([("aspect_ratio", ["1:1", "16:9"]), ("resolution", ["1K", "2K"]), ("subject", ["cat", "dog", "fox"])])
     assert len(grid.rows) == 4 and grid.columns == ["cat", "dog", "fox"]
@@ -170,7 +170,7 @@ def test_verify_reports_missing_and_altered_files(three_runs, capsys):
 
 
 def test_interrupting_a_batch_stops_submitting_but_keeps_the_submitted_tasks(shell, emulator):
-    from nanobanana_magic.batch import run_batch
+    from nanobanana_magic.runtime.batch import run_batch
 
     session = magics_of(shell).session
     emulator.latency = None

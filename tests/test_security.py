@@ -26,11 +26,11 @@ from reliability_helpers import SessionSettings, wait_until
 
 from nanobanana_magic import NanoBananaClient
 from nanobanana_magic.emulator import images as emulator_images
-from nanobanana_magic.errors import (AuthenticationError, DownloadError, InvalidRequestError, NanoBananaError,
+from nanobanana_magic.core.errors import (AuthenticationError, DownloadError, InvalidRequestError, NanoBananaError,
                                      NetworkError, ServiceUnavailableError)
-from nanobanana_magic.imaging import read_metadata
-from nanobanana_magic.params import GenerationRequest
-from nanobanana_magic.session import Session
+from nanobanana_magic.core.images import read_metadata
+from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.session.session import Session
 
 MB = 1024 * 1024
 SUBMIT = "/api/v1/nanobanana/generate-2"
@@ -367,7 +367,7 @@ def test_key_object_never_reveals_itself_by_accident() -> None:
     """repr, str, f-strings, pickling and the client's repr all mask the key."""
     import pickle
 
-    from nanobanana_magic.secret import ApiKey
+    from nanobanana_magic.core.secret import ApiKey
 
     key = ApiKey(API_KEY)
     assert API_KEY not in repr(key) + str(key) + f"{key}" + repr([key]) + repr({"k": key})

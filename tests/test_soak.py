@@ -21,10 +21,10 @@ from conftest import API_KEY
 from reliability_helpers import SessionSettings, run_log_records
 
 from nanobanana_magic.emulator import Emulator
-from nanobanana_magic.errors import NanoBananaError
-from nanobanana_magic.generation import Generation
-from nanobanana_magic.params import GenerationRequest
-from nanobanana_magic.session import Session
+from nanobanana_magic.core.errors import NanoBananaError
+from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.session.session import Session
 
 SIZE = int(os.environ.get("NANOBANANA_SOAK_SIZE", "200"))
 FAULT_RATE = 0.10

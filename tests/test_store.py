@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nanobanana_magic.generation import Generation
-from nanobanana_magic.imaging import embed_metadata, image_format, preview_bytes, read_metadata
-from nanobanana_magic.store import Store
+from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.core.images import embed_metadata, image_format, preview_bytes, read_metadata
+from nanobanana_magic.runtime.store import Store
 
 
 def _image_bytes(fmt: str, size=(64, 48)) -> bytes:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
 
 MIME_META = "application/vnd.nanobanana.task+json"  # metadata key notebook tooling can read
 

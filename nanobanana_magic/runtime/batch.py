@@ -8,11 +8,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .errors import NanoBananaError, RateLimitError
+from ..core.errors import NanoBananaError, RateLimitError
 
 if TYPE_CHECKING:
     from .generation import Generation
-    from .params import GenerationRequest
+    from ..core.params import GenerationRequest
 
 log = logging.getLogger("nanobanana_magic")
 
@@ -179,7 +179,7 @@ def submit_or_record_failure(submit: Submit) -> Submit:
 
 def as_requests(items: Sequence[Any]) -> list["GenerationRequest"]:
     """Accept GenerationRequests, dicts of parameters, or plain prompt strings."""
-    from .params import BY_NAME, GenerationRequest
+    from ..core.params import BY_NAME, GenerationRequest
 
     out = []
     for item in items:

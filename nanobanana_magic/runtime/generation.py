@@ -10,13 +10,13 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from .errors import (NanoBananaError, TaskFailedError, TaskTimeoutError,
+from ..core.errors import (NanoBananaError, TaskFailedError, TaskTimeoutError,
                      is_transient)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from .client import NanoBananaClient
+    from ..session.client import NanoBananaClient
 
 log = logging.getLogger("nanobanana_magic")
 
@@ -147,7 +147,7 @@ class Generation:
 
         Made once per saved file and kept beside it, so showing a result again costs no decoding.
         """
-        from .imaging import cached_preview, preview_bytes
+        from ..core.images import cached_preview, preview_bytes
 
         if self.status != "succeeded":
             return None
@@ -167,7 +167,7 @@ class Generation:
         path = Path(path).expanduser()
         if path.is_dir():
             # The task id and paramJson come from the server: neither may steer the name out of `path`.
-            from .imaging import image_format
+            from ..core.images import image_format
 
             stem = re.sub(r"[^A-Za-z0-9_-]", "", self.task_id)[:64] or "image"
             path = path / f"{stem}.{image_format(data)}"
@@ -196,7 +196,7 @@ class Generation:
         return f"<Generation {self.task_id} {self.status} {self.elapsed:.1f}s{where}{why}>"
 
     def _repr_html_(self) -> str:
-        from .display import generation_html
+        from ..core.render import generation_html
 
         return generation_html(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import NanoBananaError
+from ..core.errors import NanoBananaError
 
 _state: dict[str, Any] = {}
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from IPython.display import display
 
-from .display import bundle_for, status_bundle
+from ..core.render import bundle_for, status_bundle
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
     from .kernel import KernelBridge
 
 

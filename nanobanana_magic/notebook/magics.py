@@ -16,15 +16,15 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union
 from traitlets.config import Configurable
 
-from .errors import InvalidRequestError, NanoBananaError
+from ..core.errors import InvalidRequestError, NanoBananaError
 from .kernel import KernelBridge
-from .params import DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
-from .secret import ApiKey, as_key, mask
-from .session import Session
+from ..core.params import DEFAULT_BASE_URL, PARAMETERS, GenerationRequest, Param
+from ..core.secret import ApiKey, as_key, mask
+from ..session.session import Session
 
 # display, views, batch, grid, provenance and interpolate load on first use: %load_ext only registers.
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
     from .live import LiveOutput
 
 ENVIRONMENT = {"api_key": "NANOBANANA_API_KEY", "base_url": "NANOBANANA_BASE_URL",
@@ -187,7 +187,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             return
         request = self.build_request(args, cell)
         if args.dry_run:
-            from . import views
+            from ..core import views
 
             display(views.dry_run_bundle(request, self.base_url, self.api_key), raw=True)
             return
@@ -198,7 +198,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def build_request(self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None) -> GenerationRequest:
         """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent."""
-        from .interpolate import interpolate
+        from ..core.interpolate import interpolate
 
         sweep = sweep or {}
         prompt = cell.strip()
@@ -217,10 +217,10 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
         """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
-        from . import views
-        from .batch import Progress, run_batch, submit_or_record_failure
-        from .grid import LiveGrid, SweepGrid, combinations
-        from .sweep import parse_sweeps
+        from ..core import views
+        from ..runtime.batch import Progress, run_batch, submit_or_record_failure
+        from ..core.grid import LiveGrid, SweepGrid, combinations
+        from ..core.sweep import parse_sweeps
 
         axes = parse_sweeps(args.sweep, self.shell.user_ns)
         combos = combinations(axes)
@@ -265,7 +265,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
 
     def show(self, generation: Generation, *, wait: bool, wait_timeout: float | None) -> None:
         """Put the generation in this cell's output; update it in place until it ends."""
-        from .display import status_text
+        from ..core.render import status_text
 
         if not self.bridge.in_kernel:
             if wait or generation.done:
@@ -295,7 +295,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
             self._unsettled.append(live)
 
     def _show_in_terminal(self, generation: Generation, wait_timeout: float | None) -> None:
-        from .display import caption_lines, status_text
+        from ..core.render import caption_lines, status_text
 
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         try:
@@ -330,7 +330,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("help")
     def cmd_help(self, rest: str) -> None:
         """Usage of every command and option."""
-        from . import views
+        from ..core import views
 
         print(views.help_text(self.nanobanana_cell.parser.format_help(), COMMANDS))
 
@@ -374,7 +374,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
         """One record-info call, shown readably."""
         args = parse_argstring(self.cmd_status, rest)
         status = self.session.client.record_info(args.task_id)
-        from . import views
+        from ..core import views
 
         display(views.status_bundle(status), raw=True)
 
@@ -401,7 +401,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
     def cmd_history(self, rest: str) -> None:
         """This directory's run log, newest first; pending tasks marked."""
-        from . import provenance, views
+        from ..runtime import provenance; from ..core import views
 
         args = parse_argstring(self.cmd_history, rest)
         store = self.session.store
@@ -421,7 +421,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @argument("--since", metavar="WHEN", help="only tasks submitted since WHEN")
     def cmd_export(self, rest: str) -> None:
         """Write every generation of this directory (full request, times, status, file, sha256) to PATH."""
-        from . import provenance
+        from ..runtime import provenance
 
         args = parse_argstring(self.cmd_export, rest)
         store = self.session.store
@@ -433,7 +433,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("verify")
     def cmd_verify(self, rest: str) -> None:
         """Re-hash the saved files against the run log; report missing or altered ones."""
-        from . import provenance
+        from ..runtime import provenance
 
         checks = provenance.verify(self.session.store)
         bad = [c for c in checks if c.state != "ok"]
@@ -464,7 +464,7 @@ class NanoBananaMagics(Magics, ParameterDefaults):
     @command("config")
     def cmd_config(self, rest: str) -> None:
         """Effective configuration, key masked."""
-        from . import views
+        from ..core import views
 
         display(views.config_bundle(self._settings()), raw=True)
 

@@ -16,13 +16,13 @@ from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from .errors import (AuthenticationError, DownloadError, NetworkError,
+from ..core.errors import (AuthenticationError, DownloadError, NetworkError,
                      ServiceUnavailableError, error_for_code)
-from .params import DEFAULT_BASE_URL, GenerationRequest
-from .secret import ApiKey, MaskedHeader, as_key, mask
+from ..core.params import DEFAULT_BASE_URL, GenerationRequest
+from ..core.secret import ApiKey, MaskedHeader, as_key, mask
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
 
 log = logging.getLogger("nanobanana_magic")
 
@@ -193,7 +193,7 @@ class NanoBananaClient:
 
     def generate(self, request: GenerationRequest, *, timeout: float = 600.0) -> "Generation":
         """Submit and return a pending `Generation`; `.wait()` polls until it ends."""
-        from .generation import Generation
+        from ..runtime.generation import Generation
 
         task_id = self.submit(request)
         return Generation(task_id, request.to_body(), client=self, timeout=timeout)
@@ -205,8 +205,8 @@ class NanoBananaClient:
         One progress bar (a widget in a notebook, a line in a terminal). Rate limits slow the batch
         down instead of failing it; a request the API refuses becomes a failed Generation.
         """
-        from .batch import as_requests, run_batch, submit_or_record_failure
-        from .poller import Poller
+        from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
+        from ..runtime.poller import Poller
 
         with self._lock:
             if self._poller is None:

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import ipywidgets as W
 
-from . import params
-from .display import caption_lines, error_text, status_text
-from .errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
-from .imaging import preview_bytes
+from ..core import params
+from ..core.render import caption_lines, error_text, status_text
+from ..core.errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
+from ..core.images import preview_bytes
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
     from .magics import NanoBananaMagics
 
 THUMB_PX = 240

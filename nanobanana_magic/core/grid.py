@@ -9,10 +9,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .display import MIME_META
+from .render import MIME_META
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..runtime.generation import Generation
 
 Axis = tuple[str, Sequence[Any]]  # (name, values)
 

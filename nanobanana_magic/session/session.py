@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-from .errors import NanoBananaError
-from .generation import DEFAULT_SCHEDULE, Generation
-from .params import GenerationRequest
-from .poller import Poller
-from .secret import ApiKey
-from .store import RunEntry, Store
+from ..core.errors import NanoBananaError
+from ..runtime.generation import DEFAULT_SCHEDULE, Generation
+from ..core.params import GenerationRequest
+from ..runtime.poller import Poller
+from ..core.secret import ApiKey
+from ..runtime.store import RunEntry, Store
 
 if TYPE_CHECKING:
     from .client import NanoBananaClient
@@ -113,7 +113,7 @@ class Session:
     def generate_many(self, requests: Sequence[Any], *, concurrency: int = 4, force: bool = False,
                       progress: bool = True) -> list[Generation]:
         """A batch through this session (cache, run log, poller); Generations in input order."""
-        from .batch import as_requests, run_batch, submit_or_record_failure
+        from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
 
         submit = submit_or_record_failure(lambda request: self.submit(request, force=force))
         return run_batch(as_requests(requests), submit, concurrency=concurrency, progress=progress)

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .secret import ApiKey, mask
 
 if TYPE_CHECKING:
-    from .client import TaskStatus
+    from ..session.client import TaskStatus
     from .params import GenerationRequest
-    from .store import RunEntry, Store
+    from ..runtime.store import RunEntry, Store
 
 _TABLE_STYLE = "font-family:var(--jp-code-font-family,monospace);font-size:12px;border-collapse:collapse"
 _CELL = "padding:2px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #eee"
@@ -85,7 +85,7 @@ def _thumbnail(store: "Store", entry: "RunEntry", size: int = 96) -> str | None:
     source = store.file_path(entry)
     if not source.is_file():
         return None
-    from .imaging import cached_preview
+    from .images import cached_preview
 
     try:
         return base64.b64encode(cached_preview(source, size, "jpeg", quality=70)).decode("ascii")

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from .errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 from .store import RunEntry, Store, sha256_file
 
 FORMATS = ("table", "json", "csv", "markdown")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .imaging import embed_metadata, image_format
-from .params import canonical_json
+from ..core.images import embed_metadata, image_format
+from ..core.params import canonical_json
 
 if TYPE_CHECKING:
     from .generation import Generation

@@ -20,7 +20,7 @@ def _cell(text: str) -> str:
 
 def cell_options_markdown() -> str:
     """The %%nanobanana option table, from the parser that PARAMETERS and the magic build."""
-    from .magics import NanoBananaMagics
+    from nanobanana_magic.notebook.magics import NanoBananaMagics
 
     parser = NanoBananaMagics.nanobanana_cell.parser
     rows = ["| option | meaning |", "|---|---|"]
@@ -31,7 +31,7 @@ def cell_options_markdown() -> str:
 
 def commands_markdown() -> str:
     """The %nanobanana command table."""
-    from .magics import COMMANDS
+    from nanobanana_magic.notebook.magics import COMMANDS
 
     rows = ["| command | does |", "|---|---|"]
     for name, func in COMMANDS.items():
@@ -43,7 +43,7 @@ def commands_markdown() -> str:
 
 def settings_markdown() -> str:
     """The NanoBananaMagics settings table (name, default, help)."""
-    from .magics import ENVIRONMENT, NanoBananaMagics
+    from nanobanana_magic.notebook.magics import ENVIRONMENT, NanoBananaMagics
 
     rows = ["| setting | env var | default | meaning |", "|---|---|---|---|"]
     traits = NanoBananaMagics.class_traits(config=True)
