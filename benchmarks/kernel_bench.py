@@ -27,7 +27,7 @@ SETUP = """\
 %load_ext nanobanana_magic
 import time, nanobanana_magic
 from nanobanana_magic import GenerationRequest
-_client = nanobanana_magic.config().session.client
+_client = nanobanana_magic.config().session.connection
 """
 HOLD_TARGET_EXTRA = 0.020
 LAG_P50, LAG_P95, POLL_RATE = 0.5, 1.5, 1.0

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (AuthenticationError, DownloadError, InsufficientCreditsError, InvalidRequestError,
+from .core.errors import (AuthenticationError, BudgetExceededError, DownloadError, InsufficientCreditsError, InvalidRequestError,
                      NanoBananaError, NetworkError, RateLimitError, ServiceUnavailableError,
                      TaskFailedError, TaskTimeoutError)
 from .core.params import PARAMETERS, GenerationRequest
+from .core.version import __version__
 
 if TYPE_CHECKING:
     from .session.client import NanoBananaClient
     from .runtime.generation import Generation
     from .notebook.magics import NanoBananaMagics
 
-__version__ = "0.1.0"
 
-__all__ = ["AuthenticationError", "DownloadError", "Generation", "GenerationRequest",
+__all__ = ["AuthenticationError", "BudgetExceededError", "DownloadError", "Generation", "GenerationRequest",
            "InsufficientCreditsError", "InvalidRequestError", "NanoBananaClient", "NanoBananaError",
            "NanoBananaMagics", "NetworkError", "PARAMETERS", "RateLimitError", "ServiceUnavailableError",
            "TaskFailedError", "TaskTimeoutError", "config", "generate_many", "load_ipython_extension", "panel",
@@ -57,24 +57,53 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def config() -> "NanoBananaMagics":
     """This kernel's live settings (the `NanoBananaMagics` instance), loading the extension if needed."""
-    from .notebook.extension import magics_instance
+    from .notebook.extension import loaded_magics
 
-    return magics_instance()
+    magics = loaded_magics()
+    if magics is None:
+        raise NanoBananaError("the settings live in IPython or Jupyter; in a plain script set NANOBANANA_* "
+                              "environment variables (or use NanoBananaClient)")
+    return magics
+
+
+_script_session: Any = None
+
+
+def _session() -> Any:
+    """The kernel's session, or in a plain script one built from the environment."""
+    global _script_session
+    from .notebook.extension import loaded_magics
+
+    magics = loaded_magics()
+    if magics is not None:
+        return magics.session, magics.bridge.in_kernel
+    if _script_session is None:
+        from .session.session import Session
+        from .session.settings import Settings
+
+        _script_session = Session(Settings.from_environment())
+    return _script_session, False
 
 
 def generate_many(requests: Any, *, concurrency: int | None = None, force: bool = False) -> "list[Generation]":
-    """Generate a batch in this kernel's session (settings, cache, run log, poller), with a progress bar.
+    """Generate a batch in this kernel's session (settings, cache, run log, poller), showing progress.
 
     `requests`: GenerationRequests, dicts of parameters, or prompt strings. Results in input order.
+    Works in a plain Python script too (settings from NANOBANANA_* environment variables).
     """
-    magics = config()
-    return magics.session.generate_many(requests, concurrency=concurrency or magics.concurrency, force=force)
+    from .notebook.progress import Progress
+
+    session, in_kernel = _session()
+    items = list(requests)
+    progress = Progress(len(items), widget=in_kernel)
+    try:
+        return session.generate_many(items, concurrency=concurrency, force=force, on_progress=progress.update)
+    finally:
+        progress.finish()
 
 
 def panel() -> Any:
     """The control panel for this kernel (loads the extension if needed)."""
-    from .notebook.extension import magics_instance
-    from .notebook.control_panel import Panel
+    from .notebook.control_panel import Panel, PanelContext
 
-    return Panel(magics_instance())
-
+    return Panel(PanelContext.of(config()))

@@ -31,7 +31,7 @@ def cell_options_markdown() -> str:
 
 def commands_markdown() -> str:
     """The %nanobanana command table."""
-    from nanobanana_magic.notebook.magics import COMMANDS
+    from nanobanana_magic.notebook.commands import COMMANDS
 
     rows = ["| command | does |", "|---|---|"]
     for name, func in COMMANDS.items():
@@ -43,7 +43,8 @@ def commands_markdown() -> str:
 
 def settings_markdown() -> str:
     """The NanoBananaMagics settings table (name, default, help)."""
-    from nanobanana_magic.notebook.magics import ENVIRONMENT, NanoBananaMagics
+    from nanobanana_magic.notebook.config import ENVIRONMENT
+    from nanobanana_magic.notebook.magics import NanoBananaMagics
 
     rows = ["| setting | env var | default | meaning |", "|---|---|---|---|"]
     traits = NanoBananaMagics.class_traits(config=True)

@@ -11,7 +11,7 @@ from nanobanana_magic.emulator import Emulator
 
 # A unique random key per run: security tests search every output for it.
 API_KEY = "sk-test-" + secrets.token_hex(16)
-FAST_SCHEDULE = [[1e9, 0.05]]
+FAST_SCHEDULE = [[1e9, 0.1]]
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def shell(emulator, tmp_path, monkeypatch):
     magics.base_url = emulator.base_url
     magics.output_dir = str(tmp_path / "out")
     magics.poll_schedule = FAST_SCHEDULE
-    magics.session.client.backoff = 0.01
+    magics.retry_backoff = 0.01
     yield ip
     ip.run_line_magic("unload_ext", "nanobanana_magic")
     ip.user_ns.clear()

@@ -6,11 +6,11 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
-from nanobanana_magic.core.secret import ApiKey, as_key
+from nanobanana_magic.core.secret import as_key
+from nanobanana_magic.session.settings import Settings
 
 T = TypeVar("T")
 
@@ -21,25 +21,18 @@ FAST_CLIENT: dict[str, Any] = {"backoff": 0.01, "backoff_max": 2.0, "retries": 2
                                "connect_timeout": 2.0, "read_timeout": 5.0, "download_timeout": 5.0}
 
 
-@dataclass
+_SETTING_OF = {"backoff": "retry_backoff", "backoff_max": "retry_backoff_max"}
+
+
 class SessionSettings:
-    """The settings a `Session` reads, without IPython (the magics provide the same names)."""
+    """`Settings` for a Session without IPython, pointed at an emulator, fast schedule and client."""
 
-    api_key: ApiKey | None
-    base_url: str
-    output_dir: str
-    timeout: float = 30.0
-    cache: bool = False
-    poll_schedule: Sequence[Sequence[float]] = FAST_SCHEDULE
-    workers: int = 2
-    client_options: dict[str, Any] = field(default_factory=lambda: dict(FAST_CLIENT))
-
-    @classmethod
-    def for_emulator(cls, base_url: str, key: str, output_dir: "str | Path", **overrides: Any) -> "SessionSettings":
-        """Settings pointing at an emulator, fast schedule and fast client by default."""
-        options = {**FAST_CLIENT, **overrides.pop("client_options", {})}
-        return cls(api_key=as_key(key), base_url=base_url, output_dir=str(output_dir),
-                   client_options=options, **overrides)
+    @staticmethod
+    def for_emulator(base_url: str, key: str, output_dir: "str | Path", *, client_options: dict | None = None,
+                     **overrides: Any) -> Settings:
+        client = {_SETTING_OF.get(k, k): v for k, v in {**FAST_CLIENT, **(client_options or {})}.items()}
+        values = {"timeout": 30.0, "cache": False, "poll_schedule": FAST_SCHEDULE, **client, **overrides}
+        return Settings(api_key=as_key(key), base_url=base_url, output_dir=str(output_dir), **values)
 
 
 def closed_port_url() -> str:

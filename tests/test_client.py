@@ -11,7 +11,7 @@ from conftest import API_KEY
 from nanobanana_magic import (AuthenticationError, GenerationRequest, InsufficientCreditsError,
                               InvalidRequestError, NanoBananaClient, NanoBananaError, NetworkError,
                               RateLimitError, ServiceUnavailableError, TaskFailedError)
-from nanobanana_magic.session.client import TaskStatus
+from nanobanana_magic.core.status import TaskStatus
 from nanobanana_magic.core.errors import DownloadError
 
 FAST = [[1e9, 0.02]]
@@ -231,11 +231,11 @@ def test_record_info_parsing_tolerates_nulls_strings_and_extras(data, state, url
 
 def test_key_is_never_in_repr_or_session_headers(client):
     assert API_KEY not in repr(client)
-    assert "Authorization" not in client._session.headers
+    assert "Authorization" not in client.connection._session.headers
 
 
 def test_session_pools_connections(client, emulator):
     for _ in range(5):
         client.credits()
-    adapter = client._session.get_adapter(emulator.base_url)
+    adapter = client.connection._session.get_adapter(emulator.base_url)
     assert isinstance(adapter, requests.adapters.HTTPAdapter) and adapter._pool_maxsize >= 4

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,7 +61,7 @@ class Run:
 
     @property
     def client(self) -> Any:
-        return self.session.client if self.session is not None else self.settings.session.client
+        return self.session.connection if self.session is not None else self.settings.session.connection
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Case:
 
 
 def _refuse_api(run: Run) -> None:
-    run.settings.base_url = closed_port_url()
+    run.settings = replace(run.settings, base_url=closed_port_url())
 
 
 def _refuse_files(run: Run) -> None:
@@ -133,7 +133,7 @@ def _file_in_the_way(run: Run) -> None:
 def _unwritable_output_dir(run: Run) -> None:
     # /proc refuses new directories even to root, unlike a chmod-ed directory.
     run.output_dir = Path("/proc/nanobanana-fault-matrix/out")
-    run.settings.output_dir = str(run.output_dir)
+    run.settings = replace(run.settings, output_dir=str(run.output_dir))
 
 
 def _refuse_polls(recover_after: int | None) -> Callable[[Run, Generation], None]:
@@ -336,7 +336,7 @@ def run_in_session(case: Case, emu: Emulator, tmp_path: Path) -> Observed:
                                             client_options=case.client)
     run = Run(emu, settings, output_dir)
     _arrange(case, run)
-    run.session = Session(settings)
+    run.session = Session(run.settings)
     generation, error = None, None
     try:
         generation = run.session.submit(GenerationRequest(prompt=PROMPT))

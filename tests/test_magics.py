@@ -9,6 +9,7 @@ import pytest
 from traitlets.config import Config
 
 from conftest import API_KEY
+from nanobanana_magic.core.hints import with_hint
 from nanobanana_magic.core.errors import AuthenticationError, InvalidRequestError, TaskFailedError, TaskTimeoutError
 
 
@@ -175,7 +176,7 @@ def test_timeout_gives_up_waiting_but_keeps_the_task_pending(shell, emulator):
     emulator.never_finish_next()
     result = run(shell, "%%nanobanana --timeout 0.3 -o slow\nnever done")
     assert isinstance(result.error_in_exec, TaskTimeoutError)
-    assert "%nanobanana fetch" in str(result.error_in_exec)
+    assert "%nanobanana fetch" in with_hint(result.error_in_exec)
     entry = magics_of(shell).session.store.entry(shell.user_ns["slow"].task_id)
     assert entry.pending
 
@@ -203,7 +204,8 @@ def test_missing_key_says_how_to_set_one(shell, emulator):
     magics_of(shell).api_key = None
     result = run(shell, "%%nanobanana\nx")
     assert isinstance(result.error_in_exec, AuthenticationError)
-    assert "NANOBANANA_API_KEY" in str(result.error_in_exec) and "%nanobanana login" in str(result.error_in_exec)
+    shown = with_hint(result.error_in_exec)
+    assert "NANOBANANA_API_KEY" in shown and "%nanobanana login" in shown
     assert emulator.requests == []
 
 

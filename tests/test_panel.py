@@ -16,7 +16,7 @@ from conftest import API_KEY
 NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are valid but never load
 from nanobanana_magic.core import params as params
 from nanobanana_magic.core.errors import InsufficientCreditsError, InvalidRequestError
-from nanobanana_magic.notebook.control_panel import Panel
+from nanobanana_magic.notebook.control_panel import Panel, PanelContext
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -34,7 +34,7 @@ def magics_of(shell):
 
 @pytest.fixture
 def panel(shell) -> Panel:
-    return Panel(magics_of(shell))
+    return Panel(PanelContext.of(magics_of(shell)))
 
 
 def generate(panel: Panel, prompt: str, count_before: int | None = None):
@@ -77,7 +77,7 @@ def test_a_parameter_added_to_the_definition_appears_and_reaches_the_request(she
     monkeypatch.setattr(params, "PARAMETERS", extended)
     monkeypatch.setattr(params, "BY_NAME", {p.name: p for p in extended})
     monkeypatch.setattr(params, "BY_JSON", {p.json_name: p for p in extended})
-    panel = Panel(magics_of(shell))
+    panel = Panel(PanelContext.of(magics_of(shell)))
     control = panel.field("style")
     assert isinstance(control.widget, W.ToggleButtons) and control.widget.value == "photo"
     control.widget.value = "sketch"
@@ -90,7 +90,7 @@ def test_a_parameter_added_to_the_definition_appears_and_reaches_the_request(she
 def test_defaults_follow_the_configuration(shell):
     magics = magics_of(shell)
     magics.aspect_ratio, magics.resolution, magics.google_search = "16:9", "2K", True
-    panel = Panel(magics)
+    panel = Panel(PanelContext.of(magics))
     assert panel.field("aspect_ratio").widget.value == "16:9"
     assert panel.field("resolution").widget.value == "2K"
     assert panel.field("google_search").widget.value is True
@@ -223,7 +223,7 @@ def test_credits_are_shown_and_refreshed_after_each_task(panel, emulator):
 
 def test_the_panel_lists_this_sessions_earlier_results(shell):
     assert shell.run_cell("%%nanobanana -o earlier\na cell-made image").success
-    panel = Panel(magics_of(shell))
+    panel = Panel(PanelContext.of(magics_of(shell)))
     assert panel.results == [shell.user_ns["earlier"]]
     assert isinstance(panel.gallery.children[0].children[0], W.Image)
 
@@ -245,7 +245,7 @@ def test_copy_as_cell_gives_only_non_default_flags(panel):
 def test_copy_as_cell_makes_the_same_request_as_the_panel(panel, shell):
     magics = magics_of(shell)
     magics.resolution = "2K"
-    panel = Panel(magics)
+    panel = Panel(PanelContext.of(magics))
     panel.prompt.widget.value = "json like {\"a\": 1} stays literal"
     panel.field("output_format").widget.value = "jpg"
     panel.field("callback_url").widget.value = f"{NOWHERE}/hook"
@@ -262,7 +262,7 @@ def test_copy_as_cell_makes_the_same_request_as_the_panel(panel, shell):
 def test_copy_as_cell_writes_a_value_the_config_would_otherwise_override(shell, panel):
     magics = magics_of(shell)
     magics.aspect_ratio = "16:9"
-    panel = Panel(magics)
+    panel = Panel(PanelContext.of(magics))
     panel.prompt.widget.value = "a cat"
     panel.field("aspect_ratio").widget.value = "auto"
     assert panel.cell_text() == "%%nanobanana --aspect-ratio auto\na cat"
@@ -271,14 +271,14 @@ def test_copy_as_cell_writes_a_value_the_config_would_otherwise_override(shell, 
 # -- wiring ------------------------------------------------------------------------------------
 
 def test_the_panel_command_and_function_show_a_panel_of_this_kernel(shell, monkeypatch):
-    from nanobanana_magic.notebook import magics as magics_module
+    from nanobanana_magic.notebook import commands as magics_module
 
     shown = []
     monkeypatch.setattr(magics_module, "display", shown.append)
     shell.run_line_magic("nanobanana", "panel")
     assert isinstance(shown[0], Panel) and isinstance(shown[0], W.VBox)
-    assert shown[0].magics is magics_of(shell)
-    assert nanobanana_magic.panel().magics is magics_of(shell)
+    assert shown[0].context.session is magics_of(shell).session
+    assert nanobanana_magic.panel().context.session is magics_of(shell).session
 
 
 def test_nothing_in_the_panel_reveals_the_key(panel):

@@ -21,7 +21,7 @@ def test_generate_many_returns_generations_in_input_order(emulator):
     client = NanoBananaClient(api_key=API_KEY, base_url=emulator.base_url, backoff=0.01)
     prompts = [f"batch item {n}" for n in range(6)]
     requests = [GenerationRequest(prompt=p) for p in prompts[:3]] + [{"prompt": p} for p in prompts[3:5]] + prompts[5:]
-    results = client.generate_many(requests, concurrency=2, progress=False)
+    results = client.generate_many(requests, concurrency=2)
     assert [g.request["prompt"] for g in results] == prompts
     assert all(g.status == "succeeded" for g in results)
     client.close()
@@ -46,20 +46,22 @@ def test_batch_never_has_more_than_concurrency_tasks_pending(shell, emulator):
 def test_rate_limits_slow_a_batch_down_instead_of_failing_it(shell, emulator, monkeypatch):
     monkeypatch.setattr("nanobanana_magic.runtime.batch.time.sleep", lambda s: None)
     emulator.inject("submit", "status", count=6, status=429, style="http")
-    magics_of(shell).session.client.retries = 1
-    results = magics_of(shell).session.generate_many(["slowed 1", "slowed 2"], concurrency=2, progress=False)
+    magics_of(shell).retries = 1
+    results = magics_of(shell).session.generate_many(["slowed 1", "slowed 2"], concurrency=2)
     assert [g.status for g in results] == ["succeeded", "succeeded"]
 
 
 def test_refused_request_in_a_batch_becomes_a_failed_generation(shell, emulator):
     emulator.inject("submit", "status", status=422, style="json")
-    results = magics_of(shell).session.generate_many(["refused", "accepted"], concurrency=1, progress=False)
+    results = magics_of(shell).session.generate_many(["refused", "accepted"], concurrency=1)
     assert results[0].status == "failed" and "422" in results[0].error
     assert results[1].status == "succeeded"
 
 
 def test_text_progress_bar_shows_done_failed_pending(shell, emulator, capsys):
-    magics_of(shell).session.generate_many(["p1", "a forbidden p2"], concurrency=2)
+    import nanobanana_magic
+
+    nanobanana_magic.generate_many(["p1", "a forbidden p2"], concurrency=2)
     out = capsys.readouterr().out
     assert "2/2 · 1 done · 1 failed · 0 pending" in out
 
@@ -80,14 +82,15 @@ def test_sweep_renders_a_labelled_grid_of_every_combination(shell, emulator, cap
 
 
 def test_sweep_grid_html_labels_rows_and_columns():
+    from nanobanana_magic.core.render import grid_html, grid_shape
     from nanobanana_magic.runtime.generation import Generation
-    from nanobanana_magic.core.grid import SweepGrid
 
-    grid = SweepGrid([("aspect_ratio", ["1:1", "16:9"]), ("resolution", ["1K", "2K"]), ("subject", ["cat", "dog", "fox"])])
-    assert len(grid.rows) == 4 and grid.columns == ["cat", "dog", "fox"]
-    grid.set(0, Generation("t0", {"prompt": "cat"}))
-    page = grid.html()
-    assert "subject=cat" in page and "aspect_ratio=1:1<br>resolution=1K" in page and "0/12 finished" in page
+    axes = [("aspect_ratio", ["1:1", "16:9"]), ("resolution", ["1K", "2K"]), ("subject", ["cat", "dog", "fox"])]
+    columns, rows = grid_shape(axes, 12)
+    assert len(rows) == 4 and columns == ["subject=cat", "subject=dog", "subject=fox"]
+    cells = [Generation("t0", {"prompt": "cat"})] + [None] * 11
+    page = grid_html(axes, cells, {})
+    assert "subject=cat" in page and "aspect_ratio=1:1<br>resolution=1K" in page and "0 of 12 succeeded" in page
 
 
 def test_sweep_dry_run_lists_requests_count_and_cost(shell, emulator, capsys):
@@ -184,7 +187,7 @@ def test_interrupting_a_batch_stops_submitting_but_keeps_the_submitted_tasks(she
 
     with pytest.raises(KeyboardInterrupt):
         run_batch([GenerationRequest(prompt=f"interrupted {n}") for n in range(5)], submit,
-                  concurrency=5, progress=False)
+                  concurrency=5)
     assert emulator.submit_count == 2
     pending = session.pending()
     assert len(pending) == 2 and all(session.store.entry(g.task_id).pending for g in pending)

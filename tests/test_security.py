@@ -340,7 +340,7 @@ def test_key_appears_in_no_output_log_error_file_or_metadata(shell, emulator, tm
     for name in ("ok", "jpeg_one", "again"):
         generation = shell.user_ns[name]
         assert API_KEY not in repr(generation) + str(generation.request) + generation._repr_html_()
-    for thing in (magics, magics.session, magics.session.client, magics.api_key, magics.session.settings):
+    for thing in (magics, magics.session, magics.session.connection, magics.api_key, magics.session.settings):
         assert API_KEY not in repr(thing) and API_KEY not in str(thing)
 
 
@@ -562,7 +562,7 @@ def credits_refused_as_too_large(base_url: str):
                 client.credits()
     finally:
         client.close()
-    return cost, client.max_json_bytes
+    return cost, client.connection.max_json_bytes
 
 
 def test_huge_json_without_length_is_cut_at_the_cap(tiny) -> None:
@@ -592,7 +592,7 @@ def test_endless_image_body_is_cut_at_the_download_cap(client, emulator) -> None
         with pytest.raises(DownloadError, match="too large"):
             client.download(f"{emulator.base_url}/files/{'0' * 32}.png")
     assert cost.seconds < 30
-    assert cost.python_peak < client.max_download_bytes + 16 * MB
+    assert cost.python_peak < client.connection.max_download_bytes + 16 * MB
 
 
 def test_dribbling_body_is_given_up_in_bounded_time(tiny) -> None:

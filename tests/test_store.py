@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.core.states import TaskState
+from nanobanana_magic.runtime.generation import Outcome
 from nanobanana_magic.core.images import embed_metadata, image_format, preview_bytes, read_metadata
 from nanobanana_magic.runtime.store import Store
 
@@ -35,28 +36,30 @@ def test_preview_fits_the_longest_side():
     assert image_format(preview) == "jpg"
 
 
-def _finished(task_id: str, request: dict | None = None) -> Generation:
-    generation = Generation(task_id, request or {"prompt": "p", "outputFormat": "png"})
-    generation.url = "http://files/x.png"
-    return generation
+def _save(store: Store, task_id: str, data: bytes, request: dict | None = None) -> tuple[Path, str]:
+    return store.save_image(task_id, request or {"prompt": "p", "outputFormat": "png"}, "http://files/x.png", 1.0, data)
+
+
+def _succeeded(task_id: str, path: Path, sha256: str) -> Outcome:
+    return Outcome(task_id, TaskState.SUCCEEDED, 2.0, 1.0, url="http://files/x.png", path=path, sha256=sha256)
 
 
 @pytest.mark.parametrize("task_id", ["../../etc/passwd", "/abs/path", "a/b\\c", "..", "", "ÿ\x00\n"])
 def test_saved_file_names_cannot_escape_the_output_dir(tmp_path, task_id):
     store = Store(tmp_path / "out")
-    path = store.save_image(_finished(task_id), _image_bytes("PNG"))
+    path, _ = _save(store, task_id, _image_bytes("PNG"))
     assert path.parent == tmp_path / "out" and path.exists()
 
 
 def test_same_task_saved_twice_gets_two_files(tmp_path):
     store = Store(tmp_path)
-    first = store.save_image(_finished("abcdef1234"), _image_bytes("PNG"))
-    second = store.save_image(_finished("abcdef1234"), _image_bytes("PNG"))
+    first, _ = _save(store, "abcdef1234", _image_bytes("PNG"))
+    second, _ = _save(store, "abcdef1234", _image_bytes("PNG"))
     assert first != second and first.exists() and second.exists()
 
 
 def test_file_extension_follows_the_bytes_not_the_request(tmp_path):
-    path = Store(tmp_path).save_image(_finished("t1", {"prompt": "p", "outputFormat": "png"}), _image_bytes("JPEG"))
+    path, _ = _save(Store(tmp_path), "t1", _image_bytes("JPEG"), {"prompt": "p", "outputFormat": "png"})
     assert path.suffix == ".jpg"
 
 
@@ -64,10 +67,8 @@ def test_run_log_merges_submit_and_outcome(tmp_path):
     store = Store(tmp_path)
     store.record_submit("t1", {"prompt": "a"}, 1000.0)
     store.record_submit("t2", {"prompt": "b"}, 1001.0)
-    generation = _finished("t1", {"prompt": "a"})
-    generation.path = store.save_image(generation, _image_bytes("PNG"))
-    generation.status = "succeeded"
-    store.record_outcome(generation)
+    path, sha256 = _save(store, "t1", _image_bytes("PNG"), {"prompt": "a"})
+    store.record_outcome(_succeeded("t1", path, sha256))
     entries = {e.task_id: e for e in store.entries()}
     assert entries["t1"].status == "succeeded" and entries["t1"].sha256 and entries["t1"].file
     assert entries["t2"].pending
@@ -102,13 +103,11 @@ def test_cache_finds_only_succeeded_requests_whose_file_exists(tmp_path):
     store = Store(tmp_path)
     body = {"prompt": "a", "resolution": "1K"}
     store.record_submit("t1", body, 1.0)
-    generation = _finished("t1", body)
-    generation.path = store.save_image(generation, _image_bytes("PNG"))
-    generation.status = "succeeded"
-    store.record_outcome(generation)
+    path, sha256 = _save(store, "t1", _image_bytes("PNG"), body)
+    store.record_outcome(_succeeded("t1", path, sha256))
     assert store.find_cached(dict(reversed(list(body.items())))).task_id == "t1"
     assert store.find_cached({"prompt": "b", "resolution": "1K"}) is None
-    Path(generation.path).unlink()
+    path.unlink()
     assert store.find_cached(body) is None
 
 

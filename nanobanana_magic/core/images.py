@@ -1,14 +1,14 @@
-"""Pillow work: previews for the notebook, and metadata written into saved files."""
+"""Pillow work on bytes (no files, no threads): checks, previews, metadata spliced into saved files."""
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from io import BytesIO
-from pathlib import Path
 from typing import Any
+
+from .errors import DownloadError
 
 METADATA_KEY = "nanobanana"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,38 +41,6 @@ def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85
         else:
             image.save(out, "PNG", optimize=False, compress_level=6)
         return out.getvalue()
-
-
-def cached_preview(path: "str | Path", max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
-    """`preview_bytes` of a saved file, kept under `.previews/` beside it: decoding a 4K file once is enough.
-
-    A re-run answered from the cache then shows its image without decoding 16 megapixels again.
-    """
-    source = Path(path)
-    ext = "png" if fmt.lower() == "png" else "jpg"
-    cache = source.parent / ".previews" / f"{source.stem}_{max_px}_q{quality}.{ext}"
-    try:
-        if cache.stat().st_mtime >= source.stat().st_mtime:
-            return cache.read_bytes()
-    except OSError:
-        pass
-    data = preview_bytes(source.read_bytes(), max_px, fmt, quality)
-    try:
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, cache)
-    except OSError:  # a read-only output directory still shows its images
-        pass
-    return data
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) without decoding the pixels."""
-    from PIL import Image
-
-    with Image.open(BytesIO(data)) as image:
-        return image.size
 
 
 def _flatten(image: Any) -> Any:
@@ -132,3 +100,72 @@ def _jpeg_with_comment(data: bytes, text: str) -> bytes:
     while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
         pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
     return data[:pos] + segment + data[pos:]
+
+
+#: The API's largest result (4K) has about 16.8 million pixels. Pillow's own bomb limit lets
+#: through images that decode to ~0.7 GB; far bigger than any real result is refused undecoded.
+MAX_RESULT_PIXELS = 64 * 1024 * 1024
+
+
+class CorruptImage(ValueError):
+    """The bytes are not a whole image (a broken download is worth another try)."""
+
+
+def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> str:
+    """Prove the bytes are a whole image without decoding the pixels; return "png", "jpg" or "webp".
+
+    PNG: every chunk's CRC up to IEND (Pillow's verify). JPEG: a valid header and an end-of-image
+    marker after the scan (bytes after it are legal and kept). Others are decoded.
+    Raises `DownloadError` for what no result can be, `CorruptImage` for a broken file.
+    """
+    from PIL import Image
+
+    kind = image_format(data)
+    if kind == "bin":
+        raise CorruptImage("the result image is truncated or corrupt (it does not start like a PNG, JPEG or WebP file)")
+    try:
+        with Image.open(BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise DownloadError(f"the result image has too many pixels to decode safely "
+                                    f"({image.width}x{image.height}, limit {max_pixels:,})")
+            if image.format == "PNG":
+                image.verify()
+            elif image.format == "JPEG":
+                scan = data.find(b"\xff\xda")
+                if scan < 0 or data.rfind(b"\xff\xd9") < scan:
+                    raise OSError("JPEG without its end-of-image marker")
+            else:
+                image.load()
+    except Image.DecompressionBombError as exc:
+        raise DownloadError(f"the result image has too many pixels to decode safely ({exc.args[0][:80]})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImage(f"the result image is truncated or corrupt ({type(exc).__name__})") from None
+    return kind
+
+
+SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
+_PIL_NAMES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+
+
+def suffix_format(suffix: str) -> str:
+    """"png", "jpg" or "webp" for a file suffix; `InvalidRequestError` for any other."""
+    from .errors import InvalidRequestError
+
+    fmt = SUFFIXES.get(suffix.lower())
+    if fmt is None:
+        raise InvalidRequestError(f"cannot save as '{suffix or '(no suffix)'}'; use one of {' '.join(SUFFIXES)}")
+    return fmt
+
+
+def convert(data: bytes, fmt: str, quality: int = 95) -> bytes:
+    """The image re-encoded as `fmt` ("png", "jpg" or "webp"), metadata comment kept for JPEG/PNG."""
+    from PIL import Image
+
+    metadata = read_metadata(data)
+    with Image.open(BytesIO(data)) as image:
+        if fmt == "jpg" and image.mode not in ("RGB", "L"):
+            image = _flatten(image)
+        out = BytesIO()
+        image.save(out, _PIL_NAMES[fmt], **({"quality": quality} if fmt != "png" else {}))
+    converted = out.getvalue()
+    return embed_metadata(converted, metadata) if metadata else converted

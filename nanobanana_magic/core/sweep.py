@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .errors import InvalidRequestError
-from .grid import Axis
+from .render import Axis
 from .params import BY_NAME, PARAMETERS, Param
 
 

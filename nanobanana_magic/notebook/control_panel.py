@@ -1,7 +1,7 @@
 """The control panel: ipywidgets over the same parameters, validation and session as `%%nanobanana`.
 
 Every control is derived from `params.PARAMETERS`, values are checked with `Param.clean` and
-`GenerationRequest`, and Generate goes through `magics.session.submit`: one code path. Worker
+`GenerationRequest`, and Generate goes through `Session.submit`: one code path. Worker
 threads update the widgets from `Generation.add_listener` callbacks by setting traits (never
 `with output:`), so the kernel stays free while tasks run.
 """
@@ -12,19 +12,21 @@ import html
 import shlex
 import threading
 import time
+from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import ipywidgets as W
 
 from ..core import params
+from ..core.hints import with_hint
 from ..core.render import caption_lines, error_text, status_text
 from ..core.errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
 from ..core.images import preview_bytes
 
 if TYPE_CHECKING:
     from ..runtime.generation import Generation
-    from .magics import NanoBananaMagics
+    from ..session.session import Session
 
 THUMB_PX = 240
 URL_THUMB_PX = 96
@@ -200,7 +202,10 @@ class _Tile:
             if self._final:
                 return
             text, style = f"generating · {gen.elapsed:.0f} s · task {gen.task_id[:12]}…", _MUTED
-            thumbnail = gen.preview(THUMB_PX, "jpeg") if gen.status == "succeeded" else None
+            try:
+                thumbnail = gen.preview(THUMB_PX, "jpeg") if gen.status == "succeeded" else None
+            except NanoBananaError as exc:  # gone or altered: never shown as the result
+                thumbnail, text, style = None, with_hint(exc), _ERROR
             if thumbnail:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
                 image = W.Image(value=thumbnail, format="jpeg",
@@ -211,24 +216,40 @@ class _Tile:
                 self.box.children = (image, self.label, show)
             elif gen.status == "cancelled":
                 text = status_text(gen)
-            elif gen.done:
-                text, style = error_text(gen), _ERROR
+            elif gen.done and gen.exception is not None:
+                text, style = error_text(gen, with_hint(gen.exception)), _ERROR
             prompt = html.escape(" ".join(gen.prompt.split())[:70])
             self.label.value = (f"<div style='font-size:12px;line-height:1.3'><b>{prompt}</b></div>"
                                 f"<div style='{style};white-space:normal'>{html.escape(text)}</div>")
             self._final = gen.done
 
 
+@dataclass(frozen=True)
+class PanelContext:
+    """What the panel reads of its kernel: the session, and the settings as the panel opens."""
+
+    session: "Session"
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # configured parameter defaults
+    preview_max_px: int = 1024
+    preview_format: str = "jpeg"
+
+    @classmethod
+    def of(cls, magics: Any) -> "PanelContext":
+        """The context of a loaded `NanoBananaMagics`."""
+        defaults = {p.name: getattr(magics, p.name) for p in params.PARAMETERS if p.configurable}
+        return cls(magics.session, defaults, magics.preview_max_px, magics.preview_format)
+
+
 class Panel(W.VBox):
-    """The control panel of one kernel: `display(Panel(magics))`, or `%nanobanana panel`.
+    """The control panel of one kernel: `nanobanana_magic.panel()`, or `%nanobanana panel`.
 
     `results` lists the generations shown, newest first (`panel.results[0].path`, `.request`).
     """
 
-    def __init__(self, magics: "NanoBananaMagics") -> None:
+    def __init__(self, context: PanelContext) -> None:
         super().__init__(layout=W.Layout(padding="10px 14px", max_width="1000px",
                                          border="1px solid var(--jp-border-color1,#ccc)"))
-        self.magics = magics
+        self.context = context
         self.results: list[Generation] = []
         self.selected: Generation | None = None  # the one shown full size
         self._tiles: dict[int, _Tile] = {}
@@ -236,7 +257,7 @@ class Panel(W.VBox):
         self._submitting, self._last_error, self._credits_call = 0, None, 0
         self._touched = False  # no "prompt is empty" before anyone typed
         self._build()
-        for generation in list(magics.session.generations.values()):  # this session's earlier results
+        for generation in context.session.generations.values():  # this session's earlier results
             self._add(generation)
         self._validate()
         self._refresh_status()
@@ -251,7 +272,7 @@ class Panel(W.VBox):
             if param.kind == "text":
                 field: Any = self._prompt_field(param)
             elif param.kind == "urls":
-                field = _UrlList(param, self._default(param), lambda url: self.magics.session.client.download(url))
+                field = _UrlList(param, self._default(param), lambda url: self.context.session.connection.download(url))
                 urls.append(field.box)
             else:
                 field = _simple_field(param, self._default(param))
@@ -310,8 +331,8 @@ class Panel(W.VBox):
 
     def _default(self, param: params.Param) -> Any:
         """The configured default (the NanoBananaMagics trait) of a configurable param, else the definition's."""
-        if param.configurable and hasattr(self.magics, param.name):
-            return getattr(self.magics, param.name)
+        if param.name in self.context.defaults:
+            return self.context.defaults[param.name]
         return param.default
 
     def field(self, name: str) -> Any:
@@ -387,7 +408,7 @@ class Panel(W.VBox):
         # Off the main thread: a submit may retry for a while, and the kernel must stay free.
         generation, error = None, None
         try:
-            generation = self.magics.session.submit(request, force=force)
+            generation = self.context.session.submit(request, force=force)
         except Exception as exc:  # NanoBananaError or not, this thread has no cell to show it in
             error = exc
         with self._lock:  # add before counting down: wait() must never see neither
@@ -445,7 +466,7 @@ class Panel(W.VBox):
             parts.append(f"✓ {done} done" + (f" · {failed} failed" if failed else ""))
         elif not parts:
             parts.append("ready: write a prompt, then Generate")
-        shown = f"{type(error).__name__}: {error}" if error is not None else ""
+        shown = f"{type(error).__name__}: {with_hint(error)}" if error is not None else ""
         self.status.value = _message(" · ".join(parts), _MUTED) + (f"<br>{_message(shown)}" if error else "")
 
     def _refresh_credits(self) -> None:
@@ -456,7 +477,7 @@ class Panel(W.VBox):
 
         def load() -> None:
             try:
-                text = f"credits: {self.magics.session.client.credits():,.0f}"
+                text = f"credits: {self.context.session.connection.credits():,.0f}"
             except NanoBananaError as exc:
                 text = f"credits: unavailable ({type(exc).__name__})"
             if call == self._credits_call:
@@ -467,10 +488,14 @@ class Panel(W.VBox):
         """Show a result full size with its caption (prompt, parameters, task id, file path)."""
         if generation.status != "succeeded":
             return
-        fmt = self.magics.preview_format
+        fmt = self.context.preview_format
         self.selected = generation
         self.preview_image.format = "png" if fmt == "png" else "jpeg"
-        self.preview_image.value = generation.preview(self.magics.preview_max_px, fmt)
+        try:
+            self.preview_image.value = generation.preview(self.context.preview_max_px, fmt)
+        except NanoBananaError as exc:
+            self.status.value = _message(with_hint(exc))
+            return
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
         self.preview_caption.value = (f"<div style='{_MUTED};line-height:1.5'>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import NanoBananaError
+from ..core.hints import with_hint
 
 _state: dict[str, Any] = {}
 
@@ -17,8 +18,11 @@ def load(shell: Any) -> None:
     magics = NanoBananaMagics(shell=shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)  # so that %config NanoBananaMagics lists its settings
-    _state.update(shell=shell, magics=magics)
-    shell.set_custom_exc((NanoBananaError,), _short_error)
+    # IPython has one custom-exception slot: keep what another extension put there, and hand it
+    # every exception that is not ours.
+    previous = (tuple(getattr(shell, "custom_exceptions", ()) or ()), getattr(shell, "CustomTB", None))
+    _state.update(shell=shell, magics=magics, previous=previous)
+    shell.set_custom_exc((NanoBananaError, *previous[0]), _short_error)
 
 
 def unload(shell: Any) -> None:
@@ -26,7 +30,11 @@ def unload(shell: Any) -> None:
     if magics is None:
         return
     magics.close()
-    shell.set_custom_exc((), None)
+    exceptions, handler = _state.get("previous", ((), None))
+    if exceptions and handler is not None:
+        shell.custom_exceptions, shell.CustomTB = exceptions, handler
+    else:
+        shell.set_custom_exc((), None)
     shell.magics_manager.magics["line"].pop("nanobanana", None)
     shell.magics_manager.magics["cell"].pop("nanobanana", None)
     if magics in shell.configurables:
@@ -34,24 +42,35 @@ def unload(shell: Any) -> None:
     _state.clear()
 
 
-def magics_instance() -> Any:
-    """The loaded NanoBananaMagics of the running IPython (loading the extension if needed)."""
+def loaded_magics() -> Any:
+    """The loaded NanoBananaMagics of the running IPython (loading the extension if needed), or None."""
     if "magics" not in _state:
-        from IPython import get_ipython
-
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return None
         shell = get_ipython()
         if shell is None:
-            raise NanoBananaError("the panel needs IPython or Jupyter")
+            return None
         load(shell)
     return _state["magics"]
 
 
-def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
     """`ErrorName: message`, one line, no stack trace; the cell still fails."""
+    if not isinstance(value, NanoBananaError):
+        exceptions, handler = _state.get("previous", ((), None))
+        if handler is not None and isinstance(value, exceptions):
+            return handler(etype, value, tb, tb_offset)  # set_custom_exc stored it bound to the shell
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
     magics = _state.get("magics")
     if magics is not None and not magics.short_errors:
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         return []
-    line = f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"
-    shell._showtraceback(etype, value, [line])
+    message = with_hint(value)
+    line = f"\x1b[0;31m{etype.__name__}\x1b[0m: {message}"
+    # The error output's `evalue` (what nbclient and papermill report) carries the advice too.
+    shell._showtraceback(etype, message, [line])
     return [line]
+

@@ -1,14 +1,15 @@
-"""Batches: many requests through the one poller, with bounded concurrency and one progress bar."""
+"""Batches: many requests with bounded concurrency, progress reported through a callback."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..core.errors import NanoBananaError, RateLimitError
+from ..http.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -17,76 +18,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("nanobanana_magic")
 
 Submit = Callable[["GenerationRequest"], "Generation"]
-MAX_RATE_LIMIT_PAUSE = 60.0
 
 
-class Progress:
-    """done / failed / pending, elapsed and ETA: an ipywidgets bar in a kernel, one text line elsewhere."""
+@dataclass(frozen=True)
+class BatchProgress:
+    """Counts of a batch, reported after every change: ended = done + failed."""
 
-    def __init__(self, total: int, *, label: str = "nanobanana", widget: bool | None = None) -> None:
-        self.total = total
-        self.label = label
-        self.started = time.monotonic()
-        self.done = self.failed = self.submitted = 0
-        self.note = ""
-        self._lock = threading.Lock()
-        self._bar: Any = None
-        self._text: Any = None
-        self._printed = 0.0
-        if widget is None:
-            widget = _in_kernel()
-        if widget:
-            self._make_widget()
+    total: int
+    submitted: int = 0
+    done: int = 0
+    failed: int = 0
+    started: float = 0.0  # time.monotonic() when the batch began
+    note: str = ""
 
-    def _make_widget(self) -> None:
-        import ipywidgets as widgets
-        from IPython.display import display
+    @property
+    def ended(self) -> int:
+        return self.done + self.failed
 
-        self._bar = widgets.IntProgress(min=0, max=max(self.total, 1), bar_style="info",
-                                        layout=widgets.Layout(width="40%"))
-        self._text = widgets.HTML()
-        display(widgets.HBox([widgets.HTML(f"<b>{self.label}</b>&nbsp;"), self._bar, self._text]))
-
-    def update(self, *, done: int, failed: int, submitted: int, note: str = "") -> None:
-        with self._lock:
-            self.done, self.failed, self.submitted, self.note = done, failed, submitted, note
-            line = self.line()
-            if self._bar is not None:
-                self._bar.value = done + failed
-                self._bar.bar_style = "danger" if failed and done + failed == self.total else (
-                    "success" if done == self.total else "info")
-                self._text.value = f"<code>{line}</code>"
-            elif note or done + failed == self.total or time.monotonic() - self._printed > 0.5:
-                self._printed = time.monotonic()  # a terminal line is redrawn at most twice a second
-                print("\r" + line.ljust(90), end="", file=sys.stdout, flush=True)
-
-    def finish(self) -> None:
-        if self._bar is None:
-            print(file=sys.stdout, flush=True)
-
-    def line(self) -> str:
-        ended = self.done + self.failed
-        pending = self.submitted - ended
-        elapsed = time.monotonic() - self.started
-        eta = ""
-        if 0 < ended < self.total:
-            eta = f" · ETA {elapsed / ended * (self.total - ended):.0f} s"
-        note = f" · {self.note}" if self.note else ""
-        return (f"{ended}/{self.total} · {self.done} done · {self.failed} failed · {pending} pending"
-                f" · {elapsed:.1f} s{eta}{note}")
+    @property
+    def pending(self) -> int:
+        return self.submitted - self.ended
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+OnProgress = Callable[[BatchProgress], None]
+#: After the connection's own retries, a still rate-limited batch waits and tries again, patiently.
+RATE_LIMIT_PAUSES = RetryPolicy(retries=1_000_000, backoff=2.0, backoff_max=60.0, jitter=0.25)
 
 
 def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concurrency: int = 4,
-              progress: Progress | bool | None = True,
+              on_progress: OnProgress | None = None,
               on_submit: Callable[[int, "Generation"], None] | None = None) -> list["Generation"]:
     """Submit every request, at most `concurrency` pending at once; the `Generation`s in input order.
 
@@ -94,10 +54,7 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
     tasks already submitted stay in the run log and keep being polled.
     """
     requests = list(requests)
-    if progress is True or progress is None:
-        progress = Progress(len(requests))
-    elif progress is False:
-        progress = None
+    started = time.monotonic()
     results: list["Generation | None"] = [None] * len(requests)
     slots = threading.Semaphore(max(1, concurrency))
     changed = threading.Condition()  # guards released
@@ -114,11 +71,12 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
         slots.release()
 
     def report(note: str = "") -> None:
-        if progress:
+        if on_progress is not None:
             made = [g for g in results if g is not None]
-            progress.update(done=sum(g.status == "succeeded" for g in made),
-                            failed=sum(g.status in ("failed", "cancelled") for g in made),
-                            submitted=len(made), note=note)
+            on_progress(BatchProgress(len(requests), submitted=len(made),
+                                      done=sum(g.status == "succeeded" for g in made),
+                                      failed=sum(g.status in ("failed", "cancelled") for g in made),
+                                      started=started, note=note))
 
     try:
         for index, request in enumerate(requests):
@@ -135,34 +93,22 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
                 changed.wait(0.2)
                 report()
     except KeyboardInterrupt:
-        report("interrupted: submitted tasks go on (%nanobanana wait / history)")
-        if progress:
-            progress.finish()
+        report("interrupted: the tasks already submitted go on")
         raise
     report()
-    if progress:
-        progress.finish()
     return [g for g in results if g is not None]
 
 
 def _submit_patiently(submit: Submit, request: "GenerationRequest", report: Callable[[str], None]) -> "Generation":
-    pause = 2.0
+    attempt = 0
     while True:
         try:
             return submit(request)
         except RateLimitError:
+            attempt += 1
+            pause = RATE_LIMIT_PAUSES.delay(attempt)
             report(f"rate limited: pausing {pause:.0f} s")
             time.sleep(pause)
-            pause = min(pause * 2, MAX_RATE_LIMIT_PAUSE)
-
-
-def failed_submit(request: "GenerationRequest", error: NanoBananaError) -> "Generation":
-    """A Generation standing for a request whose submit failed (so a batch keeps its order)."""
-    from .generation import Generation
-
-    generation = Generation(f"not-submitted-{id(request):x}", request.to_body())
-    generation._end("failed", error)
-    return generation
 
 
 def submit_or_record_failure(submit: Submit) -> Submit:
@@ -173,7 +119,9 @@ def submit_or_record_failure(submit: Submit) -> Submit:
         except RateLimitError:
             raise
         except NanoBananaError as exc:
-            return failed_submit(request, exc)
+            from .generation import Generation
+
+            return Generation.failed_before_submit(request.to_body(), exc)
     return wrapped
 
 

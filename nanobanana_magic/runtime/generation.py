@@ -1,28 +1,34 @@
-"""`Generation`: one task, from submit to image (or error), observable from any thread."""
+"""`Generation`: one task as a state machine, from submit to image (or error), observable from any thread.
+
+One lock guards the state. A step (poll, then download and save) runs its I/O outside the
+lock and applies its result under it; ending happens once: whichever of success, failure,
+timeout or `cancel()` claims the end first wins, and listeners hear of the end once.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from ..core.errors import (NanoBananaError, TaskFailedError, TaskTimeoutError,
-                     is_transient)
+from ..core.errors import (DownloadError, NanoBananaError, ServiceUnavailableError, TaskFailedError,
+                           TaskTimeoutError, is_transient)
+from ..core.states import TaskState
+from ..core.status import TaskStatus
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from ..session.client import NanoBananaClient
 
 log = logging.getLogger("nanobanana_magic")
 
 # (until this many seconds after submit, poll this often): frequent at first, then backing off.
 DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (float("inf"), 5.0))
-MAX_TRANSIENT_POLL_FAILURES = 20
+
+Listener = Callable[["Generation"], None]
 
 
 def poll_delay(age: float, schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE) -> float:
@@ -33,71 +39,170 @@ def poll_delay(age: float, schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDUL
     return float(schedule[-1][1])
 
 
+class TaskApi(Protocol):
+    """What a generation needs of the API (a `Connection` provides it)."""
+
+    def record_info(self, task_id: str) -> TaskStatus: ...
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a task ended, as the run log records it."""
+
+    task_id: str
+    status: TaskState
+    finished_at: float
+    elapsed: float | None
+    url: str | None = None
+    path: Path | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+
 class ResultSink(Protocol):
-    """Where finished images go (the store, in a notebook session)."""
+    """Where finished images go (the store of `output_dir`)."""
 
-    def save_image(self, generation: "Generation", data: bytes) -> Path: ...
+    def save_image(self, task_id: str, request: dict, url: str | None, submitted_at: float,
+                   data: bytes) -> tuple[Path, str]: ...
 
-    def record_outcome(self, generation: "Generation") -> None: ...
+    def record_outcome(self, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """How long to wait for what. `timeout` bounds the task; the others bound odd answers."""
+
+    timeout: float | None = 600.0
+    schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE
+    not_found_grace: float = 30.0   # a new task may be unknown to record-info for a while
+    anomaly_limit: float = 60.0     # an unknown successFlag or a success without URL, for this long
+    max_poll_failures: int = 20     # transient failures in a row (each already retried by the connection)
 
 
 class Generation:
     """A submitted task. Attributes follow INTERFACE.md; `wait()` blocks until it ends.
 
-    A poller may drive it (`driven=True`), otherwise `wait()` polls from the calling thread.
+    A poller may drive it (`driven=True`); otherwise `wait()` polls from the calling thread.
     """
 
-    def __init__(self, task_id: str, request: dict, *, client: "NanoBananaClient | None" = None,
-                 timeout: float | None = 600.0, submitted_at: float | None = None,
-                 sink: ResultSink | None = None,
-                 schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE) -> None:
+    def __init__(self, task_id: str, request: dict, *, api: TaskApi | None = None,
+                 rules: TaskRules = TaskRules(), submitted_at: float | None = None,
+                 sink: ResultSink | None = None) -> None:
         self.task_id = task_id
         self.request = dict(request)
-        self.status = "pending"
-        self.url: str | None = None
-        self.path: Path | None = None
-        self.error: str | None = None
-        self.exception: NanoBananaError | None = None
-        self.cached = False
-        self.first_generated: float | None = None
+        self.rules = rules
         self.submitted_at = submitted_at if submitted_at is not None else time.time()
-        self.finished_at: float | None = None
-        self.timeout = timeout
+        self.cached = False
+        self.resumed = False
+        self.first_generated: float | None = None
+        self.sha256: str | None = None
+        self.parents: tuple[str, ...] = ()
         self.polls = 0
-        self.schedule = schedule
         self.driven = False
-        self._client = client
+        self.notice: str | None = None  # one line the caller should see (why a cache entry was not used, ...)
+        self._api = api
         self._sink = sink
+        self._lock = threading.Lock()  # guards every field below and the end
+        self._state = TaskState.PENDING
+        self._url: str | None = None
+        self._path: Path | None = None
+        self._exception: NanoBananaError | None = None
+        self._finished_at: float | None = None
+        self._duration: float | None = None
         self._bytes: bytes | None = None
-        self._transient_failures = 0
+        self._stepping = False
+        self._failures = 0
+        self._seen = False  # record-info has answered for this task at least once
+        self._odd_since: float | None = None
         self._ended = threading.Event()
-        self._step_lock = threading.Lock()
-        self._listeners: list[Callable[["Generation"], None]] = []
+        self._listeners: list[Listener] = []
 
     @classmethod
     def from_file(cls, task_id: str, request: dict, path: "str | Path", *, url: str | None = None,
                   submitted_at: float | None = None, finished_at: float | None = None,
-                  cached: bool = False) -> "Generation":
+                  elapsed: float | None = None, sha256: str | None = None, cached: bool = False) -> "Generation":
         """A finished generation whose image is already on disk (a cache hit, a fetch)."""
-        now = time.time()
-        generation = cls(task_id, request, submitted_at=now if cached else (submitted_at or now))
-        generation.path, generation.url, generation.cached = Path(path), url, cached
-        generation.first_generated = submitted_at
-        generation.finished_at = now if cached else (finished_at or now)
-        generation.status = "succeeded"
+        generation = cls(task_id, request, submitted_at=submitted_at)
+        generation.cached, generation.first_generated, generation.sha256 = cached, submitted_at, sha256
+        generation._state = TaskState.SUCCEEDED
+        generation._path, generation._url = Path(path).absolute(), url
+        generation._finished_at = finished_at or time.time()
+        generation._duration = elapsed
+        generation._ended.set()
+        return generation
+
+    @classmethod
+    def failed_before_submit(cls, request: dict, error: NanoBananaError) -> "Generation":
+        """Stands for a request that was never accepted (so a batch keeps its order)."""
+        generation = cls(f"not-submitted-{id(error):x}", request)
+        generation._state, generation._exception = TaskState.FAILED, error
+        generation._finished_at = time.time()
         generation._ended.set()
         return generation
 
     # -- public -----------------------------------------------------------
 
     @property
+    def status(self) -> str:
+        return self._state.value
+
+    @property
+    def state(self) -> TaskState:
+        return self._state
+
+    @property
     def done(self) -> bool:
-        return self.status != "pending"
+        return self._state.ended
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def exception(self) -> NanoBananaError | None:
+        return self._exception
+
+    @property
+    def error(self) -> str | None:
+        return str(self._exception) if self._exception is not None else None
+
+    @property
+    def finished_at(self) -> float | None:
+        return self._finished_at
 
     @property
     def elapsed(self) -> float:
-        """Seconds from submit to the end (or to now while pending)."""
-        return (self.finished_at or time.time()) - self.submitted_at
+        """The task's own duration: the service's when it said, else submit to first seen ended (or now)."""
+        if self._duration is not None:
+            return self._duration
+        return (self._finished_at or time.time()) - self.submitted_at
+
+    @property
+    def prompt(self) -> str:
+        return str(self.request.get("prompt", ""))
+
+    @property
+    def data(self) -> bytes | None:
+        """The file's bytes (with our metadata when saved), checked against the recorded sha256; or None."""
+        if self._state is not TaskState.SUCCEEDED:
+            return None
+        if self._path is None:
+            return self._bytes
+        try:
+            data = self._path.read_bytes()
+        except FileNotFoundError:
+            raise DownloadError(f"the saved image of task {self.task_id} is gone: {self._path}",
+                                task_id=self.task_id) from None
+        if self.sha256 and _sha256(data) != self.sha256:
+            raise DownloadError(f"the saved image of task {self.task_id} was altered since it was saved: "
+                                f"{self._path}", task_id=self.task_id)
+        return data
 
     @property
     def image(self) -> "Image | None":
@@ -111,201 +216,277 @@ class Generation:
         image.load()
         return image
 
-    @property
-    def data(self) -> bytes | None:
-        """The file's bytes as downloaded (with our metadata when saved), or None."""
-        if self.status != "succeeded":
-            return None
-        if self.path is not None and Path(self.path).exists():
-            return Path(self.path).read_bytes()
-        return self._bytes
-
     def wait(self, timeout: float | None = None) -> "Generation":
         """Block until the task ends; return self, or raise the task's error.
 
         `timeout` bounds this wait only (TaskTimeoutError): the task itself goes on.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
+        while not self._ended.is_set():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TaskTimeoutError(f"task {self.task_id} still pending after {timeout:g} s; "
-                                       "it goes on, see %nanobanana wait")
-            if self.driven or self._client is None:
-                self._ended.wait(0.2 if remaining is None else min(0.2, remaining))
-            else:
+                raise TaskTimeoutError(f"task {self.task_id} still pending after {timeout:g} s; it goes on",
+                                       task_id=self.task_id, hint="wait")
+            pause = 0.2
+            if not self.driven and self._api is not None:
                 self.step()
-                if not self.done:
-                    pause = poll_delay(self.elapsed, self.schedule)
-                    self._ended.wait(pause if remaining is None else min(pause, remaining))
-        if self.exception is not None:
-            raise self.exception
+                pause = poll_delay(self.elapsed, self.rules.schedule)
+            self._ended.wait(pause if remaining is None else min(pause, remaining))
+        if self._exception is not None:  # set before the end event, so never read half-ended
+            raise self._exception
         return self
-
-    def preview(self, max_px: int = 1024, fmt: str = "jpeg", quality: int = 85) -> bytes | None:
-        """A copy at most `max_px` on its longest side (JPEG or PNG bytes), or None without an image.
-
-        Made once per saved file and kept beside it, so showing a result again costs no decoding.
-        """
-        from ..core.images import cached_preview, preview_bytes
-
-        if self.status != "succeeded":
-            return None
-        if self.path is not None and Path(self.path).is_file():
-            return cached_preview(self.path, max_px, fmt, quality)
-        return preview_bytes(self._bytes, max_px, fmt, quality) if self._bytes else None
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds without raising; True once the task has ended."""
         return self._ended.wait(timeout)
 
+    def preview(self, max_px: int = 1024, fmt: str = "jpeg", quality: int = 85) -> bytes | None:
+        """A copy at most `max_px` on its longest side (JPEG or PNG bytes), or None without an image.
+
+        Made once per saved file and kept beside it, so showing a result again costs no decoding.
+        Raises `DownloadError` when the saved file is gone or altered.
+        """
+        from ..core.images import preview_bytes
+        from .previews import cached_preview
+
+        if self._state is not TaskState.SUCCEEDED:
+            return None
+        if self._path is None:
+            return preview_bytes(self._bytes, max_px, fmt, quality) if self._bytes else None
+        self.data  # noqa: B018 - the hash check: an altered file is never shown
+        return cached_preview(self._path, max_px, fmt, quality)
+
     def save(self, path: "str | Path") -> Path:
-        """Write the image file (bytes as downloaded) to `path`; returns the path."""
+        """Write the image to `path` in the format its suffix names (.png, .jpg/.jpeg, .webp); returns the path.
+
+        A directory gets `<task id>.<format of the bytes>`; the bytes are then written as downloaded.
+        """
+        from ..core.images import convert, image_format, suffix_format
+
         data = self.data
         if data is None:
             raise NanoBananaError(f"task {self.task_id} has no image ({self.status})")
         path = Path(path).expanduser()
         if path.is_dir():
-            # The task id and paramJson come from the server: neither may steer the name out of `path`.
-            from ..core.images import image_format
-
-            stem = re.sub(r"[^A-Za-z0-9_-]", "", self.task_id)[:64] or "image"
+            # The task id comes from the server: it may not steer the name out of `path`.
+            stem = "".join(c for c in self.task_id if c.isalnum() or c in "_-")[:64] or "image"
             path = path / f"{stem}.{image_format(data)}"
+        wanted = suffix_format(path.suffix)
+        if wanted != image_format(data):
+            data = convert(data, wanted)
         path.write_bytes(data)
         return path
 
     def cancel(self) -> None:
         """Stop waiting for this task locally. The API has no cancel: the task may still finish."""
-        if self.done:
-            return
-        self._end("cancelled", None)
+        self._end(TaskState.CANCELLED, None, record=False)
 
-    def add_listener(self, listener: Callable[["Generation"], None]) -> None:
-        """Call `listener(self)` after every change (progress and the end), from any thread."""
-        self._listeners.append(listener)
-        if self.done:
-            self._notify_one(listener)
-
-    @property
-    def prompt(self) -> str:
-        return str(self.request.get("prompt", ""))
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(self)` after progress and once at the end, from any thread."""
+        with self._lock:
+            self._listeners.append(listener)
+            ended = self._state.ended
+        if ended:
+            _call(listener, self)
 
     def __repr__(self) -> str:
-        where = f" {self.path}" if self.path else ""
-        why = f" ({self.error})" if self.error else ""
+        where = f" {self._path}" if self._path else ""
+        why = f" ({self.error})" if self._exception else ""
         return f"<Generation {self.task_id} {self.status} {self.elapsed:.1f}s{where}{why}>"
 
     def _repr_html_(self) -> str:
         from ..core.render import generation_html
 
-        return generation_html(self)
+        try:
+            preview = self.preview(512, "jpeg")
+        except NanoBananaError:
+            preview = None
+        return generation_html(self, preview)
 
     def _repr_png_(self) -> bytes | None:
-        return self.preview(512, "png")
+        try:
+            return self.preview(512, "png")
+        except NanoBananaError:
+            return None
 
     # -- driving (poller workers or wait()) --------------------------------
 
     def step(self) -> None:
-        """Poll once; when the task succeeded, download and keep the image. One thread at a time."""
-        if self.done or self._client is None:
-            return
-        with self._step_lock:
-            if self.done:
+        """Poll once; when the task succeeded, download and save the image. Concurrent calls skip."""
+        with self._lock:
+            if self._state.ended or self._api is None or self._stepping:
                 return
-            if self.timeout is not None and self.elapsed > self.timeout:
-                self._end("failed", TaskTimeoutError(
-                    f"task {self.task_id} did not finish within {self.timeout:g} s; it may still finish: "
-                    f"%nanobanana fetch {self.task_id}"))
-                return
-            self.polls += 1
-            try:
-                status = self._client.record_info(self.task_id)
-            except NanoBananaError as exc:
-                self._poll_failed(exc)
-                return
-            self._transient_failures = 0
-            if not self.request:  # a task recovered by id: the API still knows what was asked
-                self.request = _request_from(status.raw)
-            if status.state == "pending":
-                self._notify()
-            elif status.state == "failed":
-                reason = status.error_message or "no reason given"
-                code = f", code {status.error_code}" if status.error_code else ""
-                self._end("failed", TaskFailedError(
-                    f"task {self.task_id} failed: {reason} ({status.flag_name}{code})",
-                    task_id=self.task_id, code=_maybe_int(status.error_code)), confirmed=True)
-            else:
-                self.complete(status.result_url)
+            self._stepping = True
+        try:
+            self._step()
+        finally:
+            with self._lock:
+                self._stepping = False
 
-    def complete(self, url: str | None, data: bytes | None = None) -> None:
+    def _step(self) -> None:
+        if self.rules.timeout is not None and self.elapsed > self.rules.timeout:
+            self._end(TaskState.FAILED, TaskTimeoutError(
+                f"task {self.task_id} did not finish within {self.rules.timeout:g} s; it may still finish",
+                task_id=self.task_id), record=False)
+            return
+        self.polls += 1
+        try:
+            status = self._api.record_info(self.task_id)  # type: ignore[union-attr]
+        except NanoBananaError as exc:
+            self._poll_failed(exc)
+            return
+        self._failures, self._seen = 0, True
+        if not self.request:  # a task recovered by id: the API still knows what was asked
+            self.request = status.request()
+        if status.state is TaskState.FAILED:
+            reason = status.error_message or "no reason given"
+            code = f", code {status.error_code}" if status.error_code else ""
+            self._end(TaskState.FAILED, TaskFailedError(
+                f"task {self.task_id} failed: {reason} ({status.flag_name}{code})",
+                task_id=self.task_id, code=_maybe_int(status.error_code)), duration=status.duration)
+        elif status.state is TaskState.SUCCEEDED:
+            self.complete(status.result_url, duration=status.duration)
+        elif status.anomaly:
+            self._odd_answer(status.anomaly)
+        else:
+            self._odd_since = None
+            self._progress()
+
+    def complete(self, url: str | None, data: bytes | None = None, *, duration: float | None = None) -> None:
         """The task succeeded at `url`: download (unless `data` is given), save, end."""
-        self.url = url
+        with self._lock:
+            self._url = url
         try:
             if data is None:
-                data = self._client.download(url)  # type: ignore[union-attr]
-            if self._sink is not None:
-                self.path = self._sink.save_image(self, data)
-            else:
-                self._bytes = data
+                data = self._api.download(url or "", task_id=self.task_id)  # type: ignore[union-attr]
         except NanoBananaError as exc:
-            if "TASK_ID" in exc.message:  # the client does not know which task a URL belongs to
-                exc = type(exc)(exc.message.replace("TASK_ID", self.task_id), code=exc.code)
-            self._end("failed", exc, confirmed=True)
+            self._end(TaskState.FAILED, exc if exc.task_id else exc.again(str(exc), task_id=self.task_id),
+                      duration=duration)
             return
-        except OSError as exc:  # disk full, permissions: the image stays at the URL
-            where = f" to {exc.filename}" if exc.filename else ""
-            self._end("failed", NanoBananaError(
-                f"could not save the image{where}: {exc.strerror or exc}; fix output_dir, then "
-                f"%nanobanana fetch {self.task_id}"), confirmed=True)
+        self._finish(data, duration)
+
+    def _finish(self, data: bytes, duration: float | None) -> None:
+        with self._lock:
+            if self._state.ended:  # cancelled while downloading: the task stays fetchable
+                return
+            try:
+                if self._sink is not None:
+                    path, self.sha256 = self._sink.save_image(self.task_id, self.request, self._url,
+                                                              self.submitted_at, data)
+                    self._path = path.absolute()
+                else:
+                    self._bytes = data
+            except OSError as exc:  # disk full, permissions: the image stays at the URL
+                where = f" to {exc.filename}" if exc.filename else ""
+                error = NanoBananaError(f"could not save the image{where}: {exc.strerror or exc}",
+                                        task_id=self.task_id, hint="fetch")
+                self._claim_end(TaskState.FAILED, error, duration)
+            else:
+                self._claim_end(TaskState.SUCCEEDED, None, duration)
+        self._after_end(record=True)
+
+    def _odd_answer(self, anomaly: str) -> None:
+        now = time.monotonic()
+        self._odd_since = self._odd_since or now
+        if now - self._odd_since < self.rules.anomaly_limit:
+            self._progress()
             return
-        self._end("succeeded", None, confirmed=True)
+        self._end(TaskState.FAILED, ServiceUnavailableError(
+            f"the service kept answering oddly for task {self.task_id} ({anomaly}) for "
+            f"{self.rules.anomaly_limit:g} s", task_id=self.task_id, hint="fetch"), record=False)
 
     def _poll_failed(self, exc: NanoBananaError) -> None:
-        self._transient_failures += 1
-        if is_transient(exc) and self._transient_failures < MAX_TRANSIENT_POLL_FAILURES:
-            log.debug("poll of %s failed (%s); will poll again", self.task_id, exc)
-            self._notify()
+        self._failures += 1
+        age = time.time() - self.submitted_at
+        if exc.code == 404 and not self._seen and age < self.rules.not_found_grace:
+            log.debug("task %s not known yet (%.1f s after submit); polling again", self.task_id, age)
+            self._progress()
             return
-        message = f"lost contact with task {self.task_id}: {exc}; it may still finish: %nanobanana fetch {self.task_id}"
-        self._end("failed", type(exc)(message, code=exc.code) if type(exc) is not TaskFailedError else exc)
+        if exc.code == 500 and not self._seen:
+            # The service answers a task id it cannot parse with code 500: retrying it for minutes is pointless.
+            self._end(TaskState.FAILED, exc.again(
+                f"the service could not look up task {self.task_id}: {exc}", task_id=self.task_id, hint="fetch"),
+                record=False)
+            return
+        if exc.code == 404:
+            self._end(TaskState.FAILED, exc.again(
+                f"the service does not know task {self.task_id} ({exc})", task_id=self.task_id, hint="history"),
+                record=False)
+            return
+        if is_transient(exc) and self._failures < self.rules.max_poll_failures:
+            log.debug("poll of %s failed (%s); will poll again", self.task_id, exc)
+            self._progress()
+            return
+        if isinstance(exc, TaskFailedError):  # code 501: the generation failed
+            self._end(TaskState.FAILED, exc.again(f"task {self.task_id} failed: {exc}", task_id=self.task_id))
+            return
+        self._end(TaskState.FAILED, exc.again(
+            f"lost contact with task {self.task_id}: {exc}; it may still finish", task_id=self.task_id,
+            hint="fetch"), record=False)
 
-    def _end(self, status: str, error: NanoBananaError | None, *, confirmed: bool = False) -> None:
-        """Final state. `confirmed`: the API told us the outcome, so it goes into the run log."""
-        self.status = status
-        self.exception = error
-        self.error = str(error) if error is not None else None
-        self.finished_at = self.finished_at or time.time()
-        if confirmed and self._sink is not None:
+    # -- ending --------------------------------------------------------------
+
+    def _end(self, state: TaskState, error: NanoBananaError | None, *, record: bool = True,
+             duration: float | None = None) -> None:
+        """End once. `record`: the API told us the outcome, so it goes into the run log."""
+        with self._lock:
+            if not self._claim_end(state, error, duration):
+                return
+        self._after_end(record=record)
+
+    def _claim_end(self, state: TaskState, error: NanoBananaError | None, duration: float | None) -> bool:
+        """Under the lock: set the final state unless another end came first."""
+        if self._state.ended:
+            return False
+        self._state, self._exception = state, error
+        self._finished_at = time.time()
+        if duration is not None:
+            self._duration = duration
+        return True
+
+    def _after_end(self, *, record: bool) -> None:
+        if record and self._sink is not None and self._state is not TaskState.CANCELLED:
             try:
-                self._sink.record_outcome(self)
+                self._sink.record_outcome(self.outcome())
             except OSError as exc:
                 log.warning("could not write the run log: %s", exc)
         self._ended.set()
-        self._notify()
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            _call(listener, self)
 
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            self._notify_one(listener)
+    def outcome(self) -> Outcome:
+        """The ended state as the run log records it: a task the API finished whose image could
+        not be fetched or saved succeeded there all the same (it can be fetched again)."""
+        state = TaskState.SUCCEEDED if self._url and self._state is TaskState.FAILED else self._state
+        return Outcome(self.task_id, state, self._finished_at or time.time(), round(self.elapsed, 2),
+                       url=self._url, path=self._path, sha256=self.sha256, error=self.error)
 
-    def _notify_one(self, listener: Callable[["Generation"], None]) -> None:
-        try:
-            listener(self)
-        except Exception:  # a broken display must not stop the task
-            log.exception("listener of task %s failed", self.task_id)
+    def _progress(self) -> None:
+        with self._lock:
+            if self._state.ended:
+                return
+            listeners = list(self._listeners)
+        for listener in listeners:
+            _call(listener, self)
 
 
-def _maybe_int(value: Any) -> int | None:
+def _call(listener: Listener, generation: Generation) -> None:
     try:
-        return int(value)
+        listener(generation)
+    except Exception:  # a broken display must not stop the task
+        log.exception("listener of task %s failed", generation.task_id)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib  # loads OpenSSL (~3 ms): not at %load_ext
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _maybe_int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
-
-
-def _request_from(raw: dict) -> dict:
-    import json
-
-    try:
-        body = json.loads(raw.get("paramJson") or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -29,7 +29,7 @@ class Poller:
         self._due: list[tuple[float, int, "Generation"]] = []  # guarded by _wake
         self._wake = threading.Condition()
         self._work: "queue.Queue[tuple[float, Generation] | None]" = queue.Queue()
-        self._tracked: dict[str, "Generation"] = {}  # guarded by _wake
+        self._tracked: set[str] = set()  # task ids not yet ended; guarded by _wake
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -37,22 +37,19 @@ class Poller:
     def track(self, generation: "Generation", first_poll_in: float | None = None) -> None:
         """Drive `generation` until it ends. The first status request comes after one schedule step."""
         generation.driven = True
-        delay = poll_delay(generation.elapsed, generation.schedule) if first_poll_in is None else first_poll_in
+        delay = poll_delay(generation.elapsed, generation.rules.schedule) if first_poll_in is None else first_poll_in
         with self._wake:
             if self._stopping:
                 raise RuntimeError("the poller has been stopped")
-            self._tracked[generation.task_id] = generation
+            self._tracked.add(generation.task_id)
             self._schedule_at(generation, time.monotonic() + delay)
             self._start_threads()
 
-    def pending(self) -> list["Generation"]:
-        """The tracked generations that have not ended, oldest first."""
+    @property
+    def tracked(self) -> int:
+        """How many tasks the poller still drives (ended ones are dropped at their next turn)."""
         with self._wake:
-            return [g for g in self._tracked.values() if not g.done]
-
-    def get(self, task_id: str) -> "Generation | None":
-        with self._wake:
-            return self._tracked.get(task_id)
+            return len(self._tracked)
 
     def stop(self) -> None:
         """Stop all threads (pending tasks stay in the run log; nothing is cancelled at the API)."""
@@ -103,10 +100,11 @@ class Poller:
                 generation.step()
             except Exception:  # never let one task kill a worker
                 log.exception("polling task %s failed unexpectedly", generation.task_id)
-            if not generation.done:
-                # Counted from the previous due time, not from when this poll returned:
-                # the polls' own durations must not add up into drift.
-                next_due = max(time.monotonic(), due + poll_delay(generation.elapsed, generation.schedule))
-                with self._wake:
-                    if not self._stopping:
-                        self._schedule_at(generation, next_due)
+            with self._wake:
+                if generation.done:
+                    self._tracked.discard(generation.task_id)
+                elif not self._stopping:
+                    # Counted from the previous due time, not from when this poll returned:
+                    # the polls' own durations must not add up into drift.
+                    delay = poll_delay(generation.elapsed, generation.rules.schedule)
+                    self._schedule_at(generation, max(time.monotonic(), due + delay))

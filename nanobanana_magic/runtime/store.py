@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..core.images import embed_metadata, image_format
 from ..core.params import canonical_json
+from ..core.version import TOOL
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from .generation import Outcome
 
 try:
     import fcntl
@@ -29,7 +30,6 @@ except ImportError:  # Windows: one O_APPEND write per line is still atomic enou
     fcntl = None  # type: ignore[assignment]
 
 RUN_LOG = "runs.jsonl"
-TOOL = "nanobanana-magic 0.1"
 
 
 @dataclass
@@ -45,6 +45,7 @@ class RunEntry:
     file: str | None = None
     sha256: str | None = None
     error: str | None = None
+    elapsed: float | None = None
 
     @property
     def pending(self) -> bool:
@@ -65,13 +66,21 @@ def _apply(entries: dict[str, RunEntry], record: dict) -> None:
     if record.get("event") == "submitted":
         entry.request = record.get("request") or {}
         entry.submitted_at = record.get("t")
-    elif record.get("event") == "finished":
+    elif record.get("event") == "finished" and entry.pending:
+        # History: the first outcome stands; later events only say where the bytes are now.
         entry.status = record.get("status") or entry.status
         entry.finished_at = record.get("t")
-        entry.url = record.get("url") or entry.url
-        entry.file = record.get("file") or entry.file
-        entry.sha256 = record.get("sha256") or entry.sha256
+        entry.elapsed = record.get("elapsed")
         entry.error = record.get("error")
+        _apply_file(entry, record)
+    elif record.get("event") in ("finished", "restored"):
+        _apply_file(entry, record)
+
+
+def _apply_file(entry: RunEntry, record: dict) -> None:
+    entry.url = record.get("url") or entry.url
+    if record.get("file"):
+        entry.file, entry.sha256 = record["file"], record.get("sha256")
 
 
 def _iso(t: float | None) -> str | None:
@@ -114,14 +123,15 @@ class Store:
         self.append({"event": "submitted", "task_id": task_id, "time": _iso(submitted_at),
                      "t": round(submitted_at, 3), "request": request})
 
-    def record_outcome(self, generation: "Generation") -> None:
-        status = "succeeded" if generation.url and generation.status == "failed" else generation.status
-        path = generation.path
-        self.append({"event": "finished", "task_id": generation.task_id, "status": status,
-                     "time": _iso(generation.finished_at), "t": round(generation.finished_at or time.time(), 3),
-                     "elapsed": round(generation.elapsed, 2), "url": generation.url,
-                     "file": Path(path).name if path else None,
-                     "sha256": sha256_file(path) if path else None, "error": generation.error})
+    def record_outcome(self, outcome: "Outcome") -> None:
+        """How the task ended (first outcome) or, for a task already ended, where its bytes are now."""
+        entry = self.entry(outcome.task_id)
+        event = "restored" if entry is not None and not entry.pending else "finished"
+        self.append({"event": event, "task_id": outcome.task_id, "status": outcome.status.value,
+                     "time": _iso(outcome.finished_at), "t": round(outcome.finished_at, 3),
+                     "elapsed": outcome.elapsed, "url": outcome.url,
+                     "file": outcome.path.name if outcome.path else None,
+                     "sha256": outcome.sha256, "error": outcome.error})
 
     def records(self) -> Iterator[dict]:
         """Every readable line, as written; torn lines (a crash mid-write) are skipped."""
@@ -190,14 +200,20 @@ class Store:
 
     # -- images ------------------------------------------------------------
 
-    def save_image(self, generation: "Generation", data: bytes) -> Path:
-        """Write the image with the request embedded; never overwrites, never leaves the directory."""
+    def save_image(self, task_id: str, request: dict, url: str | None, submitted_at: float,
+                   data: bytes) -> tuple[Path, str]:
+        """Write the image with the request embedded; never overwrites, never leaves the directory.
+
+        Returns the path and the sha256 of the bytes written.
+        """
+        import hashlib
+
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        metadata = {"task_id": generation.task_id, "request": generation.request,
-                    "submitted": _iso(generation.submitted_at), "url": generation.url, "tool": TOOL}
+        metadata = {"task_id": task_id, "request": request, "submitted": _iso(submitted_at), "url": url,
+                    "tool": TOOL}
         data = embed_metadata(data, metadata)
-        stem = time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "_" + _safe_id(generation.task_id)
-        return self._write_new(stem, image_format(data), data)
+        stem = time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "_" + _safe_id(task_id)
+        return self._write_new(stem, image_format(data), data), hashlib.sha256(data).hexdigest()
 
     def _write_new(self, stem: str, ext: str, data: bytes) -> Path:
         tmp = self.output_dir / f".{stem}.{os.getpid()}.{time.monotonic_ns()}.tmp"
@@ -230,6 +246,3 @@ def sha256_file(path: "str | Path") -> str:
     return digest.hexdigest()
 
 
-
-def as_jsonable(entry: RunEntry) -> dict[str, Any]:
-    return {k: v for k, v in entry.__dict__.items()}

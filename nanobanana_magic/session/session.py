@@ -1,7 +1,7 @@
-"""`Session`: the per-kernel state the magics and the panel share (one code path for both).
+"""`Session`: the per-kernel state the magics, the panel and the Python API share (one code path for all).
 
-It owns the client (rebuilt when the key or base URL changes), the store for the
-output directory, the poller, and this kernel's generations.
+It owns the connection (rebuilt when the key, base URL or retry settings change), the store
+of the output directory, the one poller, and a locked registry of this kernel's generations.
 """
 
 from __future__ import annotations
@@ -10,63 +10,61 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..core.errors import NanoBananaError
-from ..runtime.generation import DEFAULT_SCHEDULE, Generation
 from ..core.params import GenerationRequest
+from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
-from ..core.secret import ApiKey
 from ..runtime.store import RunEntry, Store
+from .registry import Registry
+from .settings import Settings
 
 if TYPE_CHECKING:
-    from .client import NanoBananaClient
+    from ..http.connection import Connection
+    from ..runtime.batch import OnProgress
 
-
-class Settings(Protocol):
-    """What the session reads from the configuration (NanoBananaMagics provides it)."""
-
-    api_key: ApiKey | None
-    base_url: str
-    output_dir: str
-    timeout: float
-    cache: bool
-    poll_schedule: Sequence[Sequence[float]]
-    workers: int
+OnSubmit = Callable[[int, Generation], None]
 
 
 class Session:
     """Submits, tracks and recovers generations for one kernel."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.generations: dict[str, Generation] = {}  # this kernel's, in submit order
-        self._client: "NanoBananaClient | None" = None
-        self._client_key: tuple | None = None
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.generations = Registry()
+        self._connection: "Connection | None" = None
+        self._connection_key: tuple | None = None
         self._poller: Poller | None = None
         self._store: Store | None = None
-        self._lock = threading.Lock()  # guards creating _client, _store and _poller
+        self._lock = threading.Lock()  # guards creating _connection, _store and _poller
+
+    def update(self, settings: Settings) -> None:
+        """Use new settings from now on; parts built from changed ones are rebuilt on next use."""
+        self.settings = settings
 
     # -- parts built on first use (keeps %load_ext fast) ---------------------
 
     @property
-    def client(self) -> "NanoBananaClient":
-        from .client import NanoBananaClient  # requests loads on first use, not at %load_ext
+    def connection(self) -> "Connection":
+        from ..http.connection import Connection  # requests loads on first use, not at %load_ext
+        from ..http.retry import RetryPolicy
 
-        key = (self.settings.api_key, self.settings.base_url)
+        settings = self.settings
         with self._lock:
-            if self._client is None or self._client_key != key:
-                # Optional timeouts/retries/backoff for the client (tests, slow links); absent on the magics.
-                options = dict(getattr(self.settings, "client_options", None) or {})
-                self._client = NanoBananaClient(api_key=self.settings.api_key or "", base_url=self.settings.base_url,
-                                                **options)
-                self._client_key = key
-            return self._client
+            if self._connection is None or self._connection_key != settings.connection_key:
+                retry = RetryPolicy(settings.retries, settings.retry_backoff, settings.retry_backoff_max)
+                self._connection = Connection(api_key=settings.api_key or "", base_url=settings.base_url,
+                                              connect_timeout=settings.connect_timeout,
+                                              read_timeout=settings.read_timeout,
+                                              download_timeout=settings.download_timeout, retry=retry)
+                self._connection_key = settings.connection_key
+            return self._connection
 
     @property
     def store(self) -> Store:
         """The store of the configured output_dir (kept while the setting stays the same)."""
-        path = Path(self.settings.output_dir).expanduser()
+        path = Path(self.settings.output_dir).expanduser().absolute()
         with self._lock:
             if self._store is None or self._store.output_dir != path:
                 self._store = Store(path)
@@ -83,8 +81,12 @@ class Session:
         """Stop the threads (on %unload_ext). Pending tasks stay in the run log."""
         if self._poller is not None:
             self._poller.stop()
-        if self._client is not None:
-            self._client.close()
+        if self._connection is not None:
+            self._connection.close()
+
+    def rules(self, timeout: float | None = None) -> TaskRules:
+        return TaskRules(timeout=self.settings.timeout if timeout is None else timeout,
+                         schedule=self.settings.poll_schedule)
 
     # -- the one way in ------------------------------------------------------
 
@@ -93,30 +95,38 @@ class Session:
         """A cached generation, or a new task: submitted, logged, then polled in the background."""
         body = request.to_body()
         store = self.store
-        _check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
+        check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
         if self.settings.cache and not force:
             entry = store.find_cached(body)
             if entry is not None:
-                return self._remember(self._from_entry(entry, store, cached=True))
-        client = self.client
-        task_id = client.submit(request)
+                return self.generations.add(self._from_entry(entry, store, cached=True))
+        connection = self.connection
+        task_id = connection.submit(request)
         # The task's clock starts when the service answered: polls are timed from here.
         submitted_at = time.time()
         store.record_submit(task_id, body, submitted_at)  # before any polling: a paid task is never lost
-        generation = Generation(task_id, body, client=client, submitted_at=submitted_at, sink=store,
-                                timeout=self.settings.timeout if timeout is None else timeout,
-                                schedule=self._schedule())
-        self._remember(generation)
+        generation = Generation(task_id, body, api=connection, submitted_at=submitted_at, sink=store,
+                                rules=self.rules(timeout))
+        self.generations.add(generation)
         self.poller.track(generation)
         return generation
 
-    def generate_many(self, requests: Sequence[Any], *, concurrency: int = 4, force: bool = False,
-                      progress: bool = True) -> list[Generation]:
+    def generate_many(self, requests: Sequence[Any], *, concurrency: int | None = None, force: bool = False,
+                      timeout: float | None = None, on_submit: OnSubmit | None = None,
+                      on_progress: "OnProgress | None" = None) -> list[Generation]:
         """A batch through this session (cache, run log, poller); Generations in input order."""
         from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
 
-        submit = submit_or_record_failure(lambda request: self.submit(request, force=force))
-        return run_batch(as_requests(requests), submit, concurrency=concurrency, progress=progress)
+        submit = submit_or_record_failure(lambda request: self.submit(request, force=force, timeout=timeout))
+        return run_batch(as_requests(requests), submit, concurrency=concurrency or self.settings.concurrency,
+                         on_submit=on_submit, on_progress=on_progress)
+
+    def start_many(self, requests: Sequence[Any], **options: Any) -> threading.Thread:
+        """`generate_many` in a daemon thread (a sweep that must not hold the kernel)."""
+        thread = threading.Thread(target=self.generate_many, args=(requests,), kwargs=options,
+                                  name="nanobanana-batch", daemon=True)
+        thread.start()
+        return thread
 
     def fetch(self, task_id: str) -> Generation:
         """A task's result without submitting: from the saved file, else record-info and download."""
@@ -127,15 +137,15 @@ class Session:
         store = self.store
         entry = store.entry(task_id)
         if entry is not None and entry.file and store.file_path(entry).is_file():
-            return self._remember(self._from_entry(entry, store, cached=False))
+            return self.generations.add(self._from_entry(entry, store, cached=False))
         request = entry.request if entry is not None else {}
-        generation = Generation(task_id, request, client=self.client, sink=store, timeout=None,
-                                submitted_at=entry.submitted_at if entry and entry.submitted_at else time.time(),
-                                schedule=self._schedule())
+        submitted_at = entry.submitted_at if entry and entry.submitted_at else time.time()
+        generation = Generation(task_id, request, api=self.connection, sink=store, submitted_at=submitted_at,
+                                rules=TaskRules(timeout=None, schedule=self.settings.poll_schedule))
         generation.step()
         if entry is None and generation.request:  # known to the API: keep it in this directory's log
             store.record_submit(task_id, generation.request, generation.submitted_at)
-        return self._remember(generation)
+        return self.generations.add(generation)
 
     def track(self, generation: Generation) -> None:
         """Keep polling a pending generation in the background (after fetch, say)."""
@@ -143,7 +153,7 @@ class Session:
             self.poller.track(generation)
 
     def pending(self) -> list[Generation]:
-        return [g for g in self.generations.values() if not g.done]
+        return self.generations.pending()
 
     def resolve(self, task_ids: Sequence[str]) -> list[Generation]:
         """This kernel's generations by id (all pending ones when none are named)."""
@@ -151,27 +161,18 @@ class Session:
             return self.pending()
         missing = [t for t in task_ids if t not in self.generations]
         if missing:
-            raise NanoBananaError(f"task {missing[0]} is not running in this kernel; "
-                                  f"use %nanobanana fetch {missing[0]}")
+            raise NanoBananaError(f"task {missing[0]} is not running in this kernel", task_id=missing[0],
+                                  hint="fetch")
         return [self.generations[t] for t in task_ids]
-
-    # -- helpers -------------------------------------------------------------
-
-    def _schedule(self) -> Sequence[Sequence[float]]:
-        return getattr(self.settings, "poll_schedule", None) or DEFAULT_SCHEDULE
-
-    def _remember(self, generation: Generation) -> Generation:
-        self.generations[generation.task_id] = generation
-        return generation
 
     @staticmethod
     def _from_entry(entry: RunEntry, store: Store, *, cached: bool) -> Generation:
         return Generation.from_file(entry.task_id, entry.request, store.file_path(entry), url=entry.url,
                                     submitted_at=entry.submitted_at, finished_at=entry.finished_at,
-                                    cached=cached)
+                                    elapsed=entry.elapsed, sha256=entry.sha256, cached=cached)
 
 
-def _check_output_dir(path: Path) -> None:
+def check_output_dir(path: Path) -> None:
     """Create `output_dir` if needed; a one-line error when it cannot hold the run log and images."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -181,5 +182,5 @@ def _check_output_dir(path: Path) -> None:
         if os.access(path, os.W_OK | os.X_OK):
             return
         reason = "not writable"
-    raise NanoBananaError(f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted. "
-                          "Set %config NanoBananaMagics.output_dir = '...' or NANOBANANA_OUTPUT_DIR")
+    raise NanoBananaError(f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted",
+                          hint="output_dir")

@@ -1,31 +1,28 @@
-"""Tables and panels the line magic shows: history, config, status, dry run, help."""
+"""Tables the line magic shows: history, config, task status, dry runs, help. Pure: callers hand in thumbnails."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from .render import CELL, MONO, TABLE, data_uri, excerpt, when
 from .secret import ApiKey, mask
 
 if TYPE_CHECKING:
-    from ..session.client import TaskStatus
     from .params import GenerationRequest
-    from ..runtime.store import RunEntry, Store
-
-_TABLE_STYLE = "font-family:var(--jp-code-font-family,monospace);font-size:12px;border-collapse:collapse"
-_CELL = "padding:2px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #eee"
+    from .status import TaskStatus
 
 
-def _when(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
+class EntryView(Protocol):
+    """What the history table reads of a run-log entry."""
 
-
-def _excerpt(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    task_id: str
+    request: dict
+    submitted_at: float | None
+    status: str
+    file: str | None
+    error: str | None
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -38,59 +35,46 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _html_table(headers: list[str], rows: list[list[str]]) -> str:
     """`rows` hold already-escaped HTML."""
-    head = "".join(f"<th style='{_CELL}'>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table style='{_TABLE_STYLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    head = "".join(f"<th style='{CELL}'>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='{CELL}'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table style='{TABLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 HISTORY_HEADERS = ["when", "status", "task id", "res", "ratio", "prompt", "file"]
 
 
-def history_rows(entries: list["RunEntry"]) -> list[list[str]]:
+def history_rows(entries: Sequence[EntryView], paths: Mapping[str, str] | None = None) -> list[list[str]]:
+    """Text cells of the history: a failed row's last column is its reason, whole."""
+    paths = paths or {}
     rows = []
     for e in entries:
-        outcome = e.file or (_excerpt(e.error, 40) if e.error else "—")
-        rows.append([_when(e.submitted_at), e.status, e.task_id, str(e.request.get("resolution", "")),
-                     str(e.request.get("aspectRatio", "")), _excerpt(e.request.get("prompt", ""), 30), outcome])
+        outcome = paths.get(e.task_id) or e.file or (" ".join(str(e.error).split()) if e.error else "—")
+        rows.append([when(e.submitted_at), e.status, e.task_id, str(e.request.get("resolution", "")),
+                     str(e.request.get("aspectRatio", "")), excerpt(e.request.get("prompt", ""), 30), outcome])
     return rows
 
 
-def history_bundle(entries: list["RunEntry"], store: "Store") -> dict:
-    """The run log as a text table and an HTML table with thumbnails."""
+def history_bundle(entries: Sequence[EntryView], where: str, paths: Mapping[str, str],
+                   thumbs: Mapping[str, bytes], note: str = "") -> dict:
+    """The run log as a text table and an HTML table with thumbnails (`thumbs`: task id → JPEG)."""
     if not entries:
-        text = f"no generations yet in {store.output_dir}"
+        text = f"no generations yet in {where}"
         return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}
-    rows = history_rows(entries)
-    for row, entry in zip(rows, entries):
-        if entry.file:
-            row[-1] = str(store.output_dir / entry.file)
+    rows = history_rows(entries, paths)
     html_rows = []
     for row, entry in zip(rows, entries):
         cells = [html.escape(c) for c in row]
-        if entry.pending:
+        if entry.status == "pending":
             cells[1] = "<b style='color:#b26a00'>pending</b>"
         elif entry.status != "succeeded":
             cells[1] = f"<span style='color:#b00020'>{html.escape(entry.status)}</span>"
-        thumb = _thumbnail(store, entry)
-        if thumb:
-            cells[-1] = f"<img src='data:image/jpeg;base64,{thumb}' style='height:48px;vertical-align:middle'/> " + cells[-1]
+        if entry.task_id in thumbs:
+            cells[-1] = (f"<img src='{data_uri(thumbs[entry.task_id])}' style='height:48px;vertical-align:middle'/> "
+                         + cells[-1])
         html_rows.append(cells)
-    return {"text/plain": _table(HISTORY_HEADERS, rows), "text/html": _html_table(HISTORY_HEADERS, html_rows)}
-
-
-def _thumbnail(store: "Store", entry: "RunEntry", size: int = 96) -> str | None:
-    """A small JPEG of a saved image (made once, kept under output_dir/.previews), base64."""
-    if not entry.file:
-        return None
-    source = store.file_path(entry)
-    if not source.is_file():
-        return None
-    from .images import cached_preview
-
-    try:
-        return base64.b64encode(cached_preview(source, size, "jpeg", quality=70)).decode("ascii")
-    except (OSError, SyntaxError, ValueError):
-        return None
+    text = _table(HISTORY_HEADERS, rows) + (f"\n{note}" if note else "")
+    markup = _html_table(HISTORY_HEADERS, html_rows) + (f"<p style='{MONO}'>{html.escape(note)}</p>" if note else "")
+    return {"text/plain": text, "text/html": markup}
 
 
 def config_bundle(settings: Mapping[str, Any]) -> dict:
@@ -101,7 +85,7 @@ def config_bundle(settings: Mapping[str, Any]) -> dict:
                                                          [[html.escape(a), html.escape(b)] for a, b in rows])}
 
 
-def status_bundle(status: "TaskStatus") -> dict:
+def task_status_bundle(status: "TaskStatus") -> dict:
     rows = [["task id", status.task_id], ["state", f"{status.state} (successFlag {status.flag}, {status.flag_name})"],
             ["created", status.created or "—"], ["completed", status.completed or "—"],
             ["result URL", status.result_url or "—"]]
@@ -117,8 +101,7 @@ def dry_run_bundle(request: "GenerationRequest", base_url: str, key: ApiKey | No
     body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
     text = (f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
             f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}")
-    return {"text/plain": text, "text/html": f"<pre style='font-family:var(--jp-code-font-family,monospace);"
-                                             f"font-size:12px'>{html.escape(text)}</pre>"}
+    return {"text/plain": text, "text/html": f"<pre style='{MONO}'>{html.escape(text)}</pre>"}
 
 
 def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
@@ -141,7 +124,7 @@ def sweep_dry_run_bundle(combos: list[dict], requests: list["GenerationRequest"]
     for n, (combo, request) in enumerate(zip(combos, requests), 1):
         body = request.to_body()
         rows.append([str(n), ", ".join(f"{k}={v}" for k, v in combo.items()), body["resolution"],
-                     body["aspectRatio"], _excerpt(body["prompt"], 50)])
+                     body["aspectRatio"], excerpt(body["prompt"], 50)])
     total = f"{len(requests)} requests; nothing sent"
     prices = [costs.get(r.to_body()["resolution"]) for r in requests]
     if costs and all(p is not None for p in prices):

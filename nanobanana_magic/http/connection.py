@@ -1,0 +1,314 @@
+"""`Connection`: the REST calls of API.md (submit, record-info, credits, download) over one pooled session."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_errors
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from ..core.errors import AuthenticationError, DownloadError, NetworkError, ServiceUnavailableError, error_for_code
+from ..core.images import CorruptImage, check_image
+from ..core.params import DEFAULT_BASE_URL, GenerationRequest
+from ..core.secret import ApiKey, MaskedHeader, as_key, mask
+from ..core.status import TaskStatus, as_int, text
+from ..core.version import USER_AGENT
+from .retry import RETRY_CODES, RetryPolicy
+
+log = logging.getLogger("nanobanana_magic")
+
+SUBMIT_PATH = "/api/v1/nanobanana/generate-2"
+RECORD_INFO_PATH = "/api/v1/nanobanana/record-info"
+CREDIT_PATH = "/api/v1/common/credit"
+
+NO_KEY_MESSAGE = "no API key: set NANOBANANA_API_KEY"
+MAY_EXIST = "the task may exist"
+#: Content types that are certainly not an image: anything else is judged by its bytes.
+NOT_IMAGES = ("text/html", "application/json", "text/plain", "application/xml", "text/xml")
+
+
+class Connection:
+    """Talks to the API. Thread-safe: the poller's workers share one connection."""
+
+    def __init__(self, api_key: "str | ApiKey | None" = None, base_url: str | None = None, *,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0, download_timeout: float = 120.0,
+                 retry: RetryPolicy | None = None, max_json_bytes: int = 4 << 20,
+                 max_download_bytes: int = 128 << 20, pool_size: int = 16) -> None:
+        self._key = as_key(api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY"))
+        self.base_url = (base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.download_timeout = download_timeout
+        self.retry = retry or RetryPolicy()
+        self.max_json_bytes = max_json_bytes
+        self.max_download_bytes = max_download_bytes
+        self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=self.retry.for_urllib3(), pool_connections=4, pool_maxsize=pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = USER_AGENT
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={self.masked_key!r})"
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    @property
+    def masked_key(self) -> str:
+        return mask(self._key.reveal() if self._key else None)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- API calls -------------------------------------------------------
+
+    def submit(self, request: GenerationRequest | dict) -> str:
+        """POST generate-2; returns the task id. Never re-sends a request that may have arrived."""
+        body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
+        data = self._call("POST", SUBMIT_PATH, json=body)
+        task_id = text(data.get("taskId")) if isinstance(data, dict) else None
+        if not task_id:
+            raise ServiceUnavailableError(f"the submit answer held no taskId; {MAY_EXIST}", hint="history")
+        log.debug("submitted task %s", task_id)
+        return task_id
+
+    def record_info(self, task_id: str) -> TaskStatus:
+        """GET record-info for one task, parsed into a `TaskStatus`."""
+        data = self._call("GET", RECORD_INFO_PATH, params={"taskId": task_id}, task_id=task_id)
+        return TaskStatus.from_data(task_id, data)
+
+    def credits(self) -> float:
+        """The remaining credit balance."""
+        data = self._call("GET", CREDIT_PATH)
+        try:
+            return float(data)
+        except (TypeError, ValueError):
+            raise ServiceUnavailableError(f"the credit answer was not a number: {str(data)[:60]!r}") from None
+
+    def resolve_url(self, url: str) -> str:
+        """A result URL made absolute: a root-relative one (`/files/...`) is on the API's host."""
+        return urljoin(self.base_url + "/", url) if url.startswith("/") and not url.startswith("//") else url
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes:
+        """The bytes of a result image, checked to be whole. Sent without the Authorization header."""
+        url = self.resolve_url(url)
+        attempts = max(1, self.retry.retries)
+        refused_once = False
+        for attempt in range(1, attempts + 1):
+            try:
+                data = self._fetch_image(url, task_id)
+                check_image(data)
+                return data
+            except _Refused as exc:
+                if refused_once:  # a CDN refusing us twice will not change its mind within seconds
+                    raise DownloadError(f"{exc}; the task keeps its result at the service", task_id=task_id) from None
+                refused_once = True
+            except (_RetryableDownload, CorruptImage) as exc:
+                if attempt == attempts:
+                    raise DownloadError(f"{exc} (after {attempts} attempts)", task_id=task_id) from None
+            self.retry.pause(attempt)
+        raise AssertionError("unreachable")
+
+    # -- plumbing --------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        if self._key is None:
+            raise AuthenticationError(NO_KEY_MESSAGE)
+        return {"Authorization": MaskedHeader(f"Bearer {self._key.reveal()}"), "Accept": "application/json"}
+
+    def _call(self, method: str, path: str, *, task_id: str | None = None, **kwargs: Any) -> Any:
+        headers = self._headers()
+        url = self.base_url + path
+        for attempt in range(1, self.retry.retries + 2):
+            try:
+                payload, attempts, retry_after = self._exchange(method, url, headers, task_id, **kwargs)
+            except _BrokenAnswer as exc:
+                # urllib3 retries until the headers arrive; an answer that breaks later is ours
+                # to retry, and only for reads: a submit may have created its task.
+                if method != "GET" or attempt > self.retry.retries:
+                    raise NetworkError(str(exc), task_id=task_id) from None
+                self.retry.pause(attempt)
+                continue
+            code = as_int(payload.get("code"))
+            if code == 200:
+                return payload.get("data")
+            code = code or 500
+            if code in RETRY_CODES and attempt <= self.retry.retries:
+                # A JSON-coded 429 may carry Retry-After on an HTTP 200.
+                delay = self.retry.delay(attempt, retry_after)
+                log.debug("%s %s answered code %s; retrying in %.1f s", method, path, code, delay)
+                time.sleep(delay)
+                continue
+            raise error_for_code(code, _message(payload), attempts=max(attempt, attempts), task_id=task_id)
+        raise AssertionError("unreachable")
+
+    def _exchange(self, method: str, url: str, headers: dict, task_id: str | None,
+                  **kwargs: Any) -> tuple[dict, int, float | None]:
+        """One HTTP exchange (urllib3 retries inside); returns the JSON object, attempt count and Retry-After."""
+        submit = method == "POST"
+        try:
+            response = self._session.request(method, url, headers=headers, timeout=self.timeout,
+                                             stream=True, **kwargs)
+            with response:
+                body = read_capped(response, self.max_json_bytes, seconds=self.timeout[1])
+        except requests.Timeout as exc:
+            if submit and not _certainly_not_sent(exc):
+                raise NetworkError(f"the submit timed out after it was sent; {MAY_EXIST}", hint="history") from None
+            raise _BrokenAnswer(f"no answer from {_host(url)} within {self.timeout[1]:g} s") from None
+        except TooLarge as exc:
+            where = MAY_EXIST if submit else "not read"
+            raise ServiceUnavailableError(f"the API's answer was too large ({exc}); {where}",
+                                          hint="history" if submit else None) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if _certainly_not_sent(exc):
+                raise NetworkError(f"could not connect to {_host(url)}; check the network or base_url") from None
+            if submit:
+                raise NetworkError(f"the connection dropped after the submit was sent; {MAY_EXIST}",
+                                   hint="history") from None
+            raise _BrokenAnswer(f"the connection to {_host(url)} dropped before the answer arrived") from None
+        except requests.RequestException as exc:
+            raise NetworkError(f"request to {_host(url)} failed: {type(exc).__name__}") from None
+        retries = getattr(response.raw, "retries", None)
+        attempts = len(retries.history) + 1 if retries is not None else 1
+        payload = _parse_json(body)
+        if payload is None:
+            first = body[:200].decode("utf-8", "replace").strip().splitlines()
+            detail = (f"HTTP {response.status_code}, body starts {first[0][:80]!r}" if first
+                      else f"HTTP {response.status_code}, empty body")
+            if submit and response.status_code < 300:
+                raise ServiceUnavailableError(f"the submit answer was not JSON ({detail}); {MAY_EXIST}", hint="history")
+            if response.status_code >= 400:
+                raise error_for_code(response.status_code, detail, attempts=attempts, task_id=task_id)
+            raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
+        if response.status_code != 200:  # urllib3 has already retried what was worth retrying
+            raise error_for_code(response.status_code, _message(payload) or response.reason, attempts=attempts,
+                                 task_id=task_id)
+        return payload, attempts, _retry_after(response.headers.get("Retry-After"))
+
+    def _fetch_image(self, url: str, task_id: str | None) -> bytes:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise DownloadError(f"the result URL is not http(s): {url[:80]!r}", task_id=task_id)
+        try:
+            # No Authorization header: the file host is not the API host.
+            response = self._session.get(url, timeout=(self.timeout[0], self.download_timeout), stream=True)
+            with response:
+                if response.status_code == 403:
+                    raise _Refused("the file host refused the download (403), though the task succeeded")
+                if response.status_code in (404, 410):
+                    raise DownloadError(f"the result URL answered {response.status_code}: it has expired or is gone",
+                                        task_id=task_id)
+                if response.status_code != 200:
+                    raise _RetryableDownload(f"the file host answered HTTP {response.status_code}")
+                ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if ctype in NOT_IMAGES:
+                    raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
+                # The timeout bounds each read; the whole image gets a few times that, not forever.
+                return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout)
+        except TooLarge as exc:
+            raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            raise _RetryableDownload(f"the image download broke off ({type(exc).__name__})") from None
+
+
+class _RetryableDownload(Exception):
+    pass
+
+
+class _Refused(Exception):
+    pass
+
+
+class _BrokenAnswer(NetworkError):
+    """The answer to a request broke off after the headers (worth another try for a GET)."""
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _message(payload: dict) -> Any:
+    """The service's explanation: `msg`, or `message` as the sibling endpoints send it."""
+    return payload.get("msg") or payload.get("message")
+
+
+def _certainly_not_sent(exc: BaseException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (NewConnectionError, NameResolutionError))
+
+
+def read_capped(response: requests.Response, cap: int, seconds: float | None = None) -> bytes:
+    """The body, refusing more than `cap` bytes or (a server dribbling forever) more than `seconds`."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"{int(declared):,} bytes, limit {cap:,}")
+    deadline = None if seconds is None else time.monotonic() + seconds
+    chunks, total = [], 0
+    for chunk in _pieces(response):
+        total += len(chunk)
+        if total > cap:
+            raise TooLarge(f"over {cap:,} bytes")
+        if deadline is not None and time.monotonic() > deadline:
+            raise requests.exceptions.ReadTimeout(f"the body was still arriving after {seconds:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _pieces(response: requests.Response) -> Iterator[bytes]:
+    """The (decoded) body as it arrives, one socket read at a time.
+
+    `iter_content(n)` blocks until n bytes have come, so a server dribbling a byte per
+    second would hold a deadline checked between chunks off for hours; `read1` returns
+    whatever one read brought. urllib3's errors are mapped as `iter_content` maps them.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(1 << 16)
+        return
+    while True:
+        try:
+            piece = read1(1 << 16, decode_content=True)
+        except urllib3_errors.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(str(exc)) from None
+        except urllib3_errors.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+        except urllib3_errors.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(str(exc)) from None
+        except urllib3_errors.SSLError as exc:
+            raise requests.exceptions.SSLError(str(exc)) from None
+        if not piece:
+            return
+        yield piece
+
+
+def _parse_json(body: bytes) -> dict | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (a number or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, Retry(0).parse_retry_after(value))
+    except Exception:  # noqa: BLE001 - urllib3 raises InvalidHeader; a bad header means "no advice"
+        return None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
