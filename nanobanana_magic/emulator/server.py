@@ -250,6 +250,10 @@ class Emulator:
         self._service.faults.add(fault, count)
         return fault
 
+    def pending_faults(self) -> list[tuple[Fault, int]]:
+        """Queued faults with their remaining counts, in the order they will fire."""
+        return self._service.faults.pending()
+
     def random_faults(self, rate: float = 0.1, seed: int = 1234) -> None:
         """Give each later API request a random realistic fault with probability ``rate``."""
         self._service.faults.set_random(rate, seed)
