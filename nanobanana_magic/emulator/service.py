@@ -26,7 +26,6 @@ CREDIT_PATH = "/api/v1/common/credit"
 
 ERROR_STYLES = ("json", "http")
 
-
 #: The ids the service hands out; with unknown_task_id="server_exception" anything else is unparseable.
 TASK_ID = re.compile(r"[0-9a-fA-F]{32}")
 SERVER_EXCEPTION = "Server exception, please check the parameters"
