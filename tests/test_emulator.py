@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from nanobanana_magic.emulator import COSTS, Emulator, Fault, parse_fault
-from nanobanana_magic.emulator.__main__ import main
+from nanobanana_magic.emulator.__main__ import build_parser, emulator_from_args, main
 
 KEY = "sk-emulator-test-0123456789"
 SUBMIT = "/api/v1/nanobanana/generate-2"
@@ -30,6 +30,12 @@ RECORD_KEYS = {"taskId", "paramJson", "completeTime", "response", "successFlag",
                "errorMessage", "operationType", "createTime"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+NEW_OPTIONS = ("--file-content-type", "--wrong-extension", "--unregistered-polls", "--relative-urls",
+               "--message-key", "--unknown-task-id", "--trailing-bytes", "--failed-code", "--reference-timeout",
+               "--reference-max-bytes", "--durations", "--median", "--median-1k", "--median-2k", "--median-4k",
+               "--sigma", "--rate-limit", "--max-concurrent")
+NEW_FAULT_KINDS = ("forbidden", "content_type", "trailing_data", "server_exception", "generation_failed",
+                   "not_registered", "odd_flag", "no_url")
 
 
 class Api:
@@ -656,8 +662,10 @@ def test_cli_help_documents_every_option(capsys):
     assert stopped.value.code == 0
     text = capsys.readouterr().out
     for option in ("--host", "--port", "--latency", "--api-key", "--credits", "--error-style", "--fail-word",
-                   "--fault", "--random-faults", "--seed", "--files-base-url", "--verbose"):
+                   "--fault", "--random-faults", "--seed", "--files-base-url", "--verbose", *NEW_OPTIONS):
         assert option in text
+    for kind in NEW_FAULT_KINDS:
+        assert re.search(rf"^  {kind} +\S", text, re.MULTILINE), kind
 
 
 @pytest.mark.timeout(30)
@@ -680,3 +688,419 @@ def test_cli_prints_its_address_serves_and_exits_0_on_sigterm():
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert secret not in line + out + err
+
+
+def test_cli_switches_build_an_emulator_that_behaves_as_asked():
+    args = build_parser().parse_args([
+        "--port", "0", "--latency", "0", "--api-key", KEY, "--relative-urls", "--message-key", "message",
+        "--unknown-task-id", "server_exception", "--wrong-extension", "--file-content-type", "application/binary",
+        "--trailing-bytes", "10", "--unregistered-polls", "1", "--failed-code", "501", "--rate-limit", "50",
+        "--max-concurrent", "7", "--reference-timeout", "0.5", "--reference-max-bytes", "1000",
+        "--durations", "lognormal", "--median", "40", "--median-4k", "50", "--sigma", "0.2", "--seed", "9",
+        "--fault", "download:forbidden",
+    ])
+    with emulator_from_args(args) as cli_emu:
+        assert (cli_emu.rate_limit, cli_emu.max_concurrent, cli_emu.reference_timeout,
+                cli_emu.reference_max_bytes) == (50, 7, 0.5, 1000)
+        assert cli_emu.durations.medians == {"1K": 40, "2K": 40, "4K": 50}
+        assert (cli_emu.durations.sigma, cli_emu.durations.seed) == (0.2, 9)
+        api = Api(cli_emu.base_url)
+        task_id = api.create(outputFormat="png")
+        assert api.poll(task_id).json() == {"code": 404, "message": "task not found"}
+        assert api.poll("not-a-task").json()["code"] == 500
+        cli_emu.finish(task_id)
+        url = api.record(task_id)["response"]["resultImageUrl"]
+        assert url == f"/files/{task_id}.jpeg"
+        assert download(cli_emu.base_url + url).status_code == 403
+        answer = download(cli_emu.base_url + url)
+        assert answer.headers["Content-Type"] == "application/binary"
+        assert answer.content.startswith(PNG_SIGNATURE) and answer.content[-10:] == b"nanobanana"
+        assert decoded(answer.content).format == "PNG"
+
+
+# --- what the live service may also do ----------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_EOI = b"\xff\xd9"
+SERVER_EXCEPTION = "Server exception, please check the parameters"
+
+
+def decoded(content: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(content))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("content_type", ["binary/octet-stream", "application/binary", "application/octet-stream"])
+def test_content_type_fault_labels_the_real_file_with_a_generic_type(emu, api, content_type):
+    url = finished_url(emu, api, outputFormat="png")
+    emu.inject("download", "content_type", type=content_type)
+    odd = download(url)
+    assert odd.status_code == 200 and odd.headers["Content-Type"] == content_type
+    assert decoded(odd.content).format == "PNG"
+    normal = download(url)
+    assert normal.headers["Content-Type"] == "image/png" and normal.content == odd.content
+
+
+def test_file_content_type_option_labels_every_result_file(emu, api):
+    emu.file_content_type = "binary/octet-stream"
+    for fmt, image_format in (("png", "PNG"), ("jpg", "JPEG")):
+        answer = download(finished_url(emu, api, outputFormat=fmt))
+        assert answer.headers["Content-Type"] == "binary/octet-stream"
+        assert decoded(answer.content).format == image_format
+
+
+def test_wrong_extension_serves_png_bytes_behind_a_jpeg_url(emu, api):
+    emu.wrong_extension = True
+    task_id = api.create(outputFormat="png")
+    emu.finish(task_id)
+    url = api.record(task_id)["response"]["resultImageUrl"]
+    assert url == f"{emu.base_url}/files/{task_id}.jpeg" == emu.result_url(task_id)
+    answer = download(url)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+    assert answer.content.startswith(PNG_SIGNATURE) and decoded(answer.content).format == "PNG"
+
+
+@pytest.mark.parametrize(("style", "http_status"), [("json", 200), ("http", 404)])
+def test_first_polls_answer_not_found_then_the_task_appears(emu, api, style, http_status):
+    emu.error_style = style
+    emu.unregistered_polls = 2
+    task_id = api.create()
+    for _ in range(2):
+        early = api.poll(task_id)
+        assert early.status_code == http_status and early.json() == {"code": 404, "msg": "task not found"}
+    assert api.record(task_id)["taskId"] == task_id
+    assert api.record(task_id)["successFlag"] == 0
+
+
+def test_not_registered_fault_hides_only_that_task_from_its_first_polls(emu, api):
+    emu.inject("submit", "not_registered", polls=3)
+    late, normal = api.create(), api.create()
+    assert emu.submit_count == 2 and emu.credits == 1000 - 2 * COSTS["1K"]
+    assert api.record(normal)["taskId"] == normal
+    assert [api.poll(late).json()["code"] for _ in range(4)] == [404, 404, 404, 200]
+
+
+def test_relative_result_urls_resolve_against_the_api_base_url(emu, api, callback_sink):
+    emu.relative_urls = True
+    task_id = api.create(outputFormat="jpg", callBackUrl=callback_sink.url)
+    emu.finish(task_id)
+    url = api.record(task_id)["response"]["resultImageUrl"]
+    assert url == f"/files/{task_id}.jpg"
+    assert decoded(download(emu.base_url + url).content).format == "JPEG"
+    assert callback_sink.arrived.wait(5)
+    assert callback_sink.received[0]["json"]["data"]["response"]["resultImageUrl"] == url
+
+
+@pytest.mark.parametrize(("style", "http_status"), [("json", 200), ("http", 404)])
+def test_error_answers_carry_message_instead_of_msg_when_asked(emu, api, style, http_status):
+    emu.error_style, emu.message_key = style, "message"
+    answer = api.poll("0" * 32)
+    assert answer.status_code == http_status
+    assert answer.json() == {"code": 404, "message": "task not found"}
+    assert api.submit(prompt="").json().keys() == {"code", "message"}
+    assert api.submit().json()["msg"] == "success"  # success answers keep msg
+
+
+def test_unknown_task_ids_are_not_found_by_default(api):
+    for task_id in ("not-a-task", "0" * 32):
+        assert api.poll(task_id).json() == {"code": 404, "msg": "task not found"}
+
+
+def test_unparseable_task_id_is_a_server_exception_when_asked(emu, api):
+    emu.unknown_task_id = "server_exception"
+    for task_id in ("not-a-task", "g" * 32, "0" * 31, "31ce2c17-b257-4929-59d6-2279e6d01a54"):
+        answer = api.poll(task_id)
+        assert answer.status_code == 200 and answer.json() == {"code": 500, "msg": SERVER_EXCEPTION}, task_id
+    assert api.poll("0" * 32).json()["code"] == 404  # well-formed but unknown: still not found
+    assert api.record(api.create())["successFlag"] == 0
+
+
+def test_server_exception_fault_answers_a_known_task_with_code_500_once(emu, api):
+    task_id = api.create()
+    emu.inject("poll", "server_exception")
+    assert api.poll(task_id).json() == {"code": 500, "msg": SERVER_EXCEPTION}
+    assert api.record(task_id)["taskId"] == task_id
+
+
+def test_forbidden_fault_is_a_403_from_the_file_host_then_the_file_comes(emu, api):
+    url = finished_url(emu, api)
+    emu.inject("download", "forbidden", count=2)
+    for _ in range(2):
+        refused = download(url)
+        assert refused.status_code == 403 and "AccessDenied" in refused.text
+        assert "NoSuchKey" not in refused.text and "expired" not in refused.text
+    assert decoded(download(url).content).format == "JPEG"
+
+
+def test_trailing_data_follows_the_end_of_image_marker_and_the_jpeg_stays_valid(emu, api):
+    url = finished_url(emu, api, outputFormat="jpg")
+    clean = download(url).content
+    assert clean.endswith(JPEG_EOI)
+    emu.inject("download", "trailing_data", bytes=1000)
+    padded = download(url).content
+    assert len(padded) == len(clean) + 1000 and padded.startswith(clean)
+    assert b"\xff" not in padded[len(clean):]
+    assert decoded(padded).size == decoded(clean).size
+
+
+def test_trailing_bytes_option_pads_every_result_file(emu, api):
+    emu.trailing_bytes = 64
+    url = finished_url(emu, api, outputFormat="png")
+    emu.trailing_bytes = 0
+    clean = download(url).content
+    emu.trailing_bytes = 64
+    padded = download(url).content
+    assert padded.startswith(clean) and len(padded) == len(clean) + 64
+    assert decoded(padded).format == "PNG"
+
+
+def test_odd_flag_fault_ends_the_task_with_an_undocumented_success_flag(emu, api):
+    emu.inject("submit", "odd_flag", flag=7)
+    task_id = api.create(outputFormat="png")
+    assert api.record(task_id)["successFlag"] == 0
+    emu.finish(task_id)
+    record = api.record(task_id)
+    assert (record["successFlag"], record["response"], record["errorCode"]) == (7, None, None)
+    assert TIMESTAMP.match(record["completeTime"])
+    assert download(f"{emu.base_url}/files/{task_id}.png").status_code == 404
+
+
+@pytest.mark.parametrize(("shape", "response"), [
+    ("null", {"originImageUrl": None, "resultImageUrl": None}),
+    ("empty", {"originImageUrl": None, "resultImageUrl": ""}),
+    ("missing", None),
+])
+def test_success_without_a_url_persists(emu, api, shape, response):
+    emu.inject("submit", "no_url", shape=shape)
+    task_id = api.create()
+    emu.finish(task_id)
+    for _ in range(3):
+        record = api.record(task_id)
+        assert (record["successFlag"], record["response"]) == (1, response)
+
+
+def test_new_submit_faults_are_validated_when_injected(emu):
+    with pytest.raises(ValueError, match="undocumented"):
+        emu.inject("submit", "odd_flag", flag=1)
+    with pytest.raises(ValueError, match="shape"):
+        emu.inject("submit", "no_url", shape="absent")
+    with pytest.raises(ValueError, match="download"):
+        emu.inject("poll", "forbidden")
+    with pytest.raises(ValueError, match="must be one of"):
+        emu.message_key = "text"
+    assert emu.message_key == "msg"
+
+
+def test_generation_failed_fault_answers_record_info_with_code_501(emu, api):
+    emu.inject("submit", "generation_failed")
+    task_id = api.create()
+    assert emu.submit_count == 1 and emu.credits == 1000 - COSTS["1K"]
+    assert api.record(task_id)["successFlag"] == 0
+    emu.finish(task_id)
+    for _ in range(2):
+        answer = api.poll(task_id)
+        assert answer.status_code == 200
+        assert answer.json() == {"code": 501, "msg": "generation failed", "data": None}
+    assert emu.tasks[task_id].flag == 3
+
+
+def test_failed_code_option_answers_every_failed_task_with_that_code(emu, api):
+    emu.failed_code, emu.error_style = 501, "http"
+    failed, healthy = api.create(prompt="forbidden fruit"), api.create()
+    emu.finish_all()
+    answer = api.poll(failed)
+    assert answer.status_code == 501 and answer.json()["code"] == 501
+    assert "generation failed" in answer.json()["msg"]
+    assert api.record(healthy)["successFlag"] == 1
+
+
+# --- realism --------------------------------------------------------------------------------
+
+def lognormal_durations(seed: int, per_resolution: int = 25) -> dict[str, list[float]]:
+    with Emulator(latency=None, durations="lognormal", duration_seed=seed, credits=10**6) as emulator:
+        client = Api(emulator.base_url, key="k")
+        ids = {res: [client.create(resolution=res) for _ in range(per_resolution)] for res in ("1K", "2K", "4K")}
+        assert client.record(ids["4K"][0])["successFlag"] == 0  # tens of seconds away
+        tasks = emulator.tasks
+        return {res: [tasks[t].done_at - tasks[t].created for t in task_ids] for res, task_ids in ids.items()}
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def test_lognormal_durations_are_seeded_and_longer_for_higher_resolutions():
+    first = lognormal_durations(seed=5)
+    assert lognormal_durations(seed=5) == first
+    assert lognormal_durations(seed=6) != first
+    medians = {res: median(values) for res, values in first.items()}
+    assert medians["1K"] < medians["2K"] < medians["4K"]
+    for res, expected in {"1K": 15, "2K": 20, "4K": 30}.items():
+        assert medians[res] == pytest.approx(expected, rel=0.35)
+        assert len(set(first[res])) == len(first[res])  # drawn, not fixed
+    assert all(3 < seconds < 150 for values in first.values() for seconds in values)
+
+
+def test_lognormal_durations_restart_from_the_seed_on_reset():
+    with Emulator(durations="lognormal", medians={"1K": 0.5}, sigma=0.5) as emulator:
+        client = Api(emulator.base_url, key="k")
+
+        def durations() -> list[float]:
+            tasks = emulator.tasks
+            return sorted(task.done_at - task.created for task in tasks.values())
+
+        for _ in range(5):
+            client.create()
+        before = durations()
+        emulator.reset()
+        for _ in range(5):
+            client.create()
+        assert durations() == pytest.approx(before, abs=1e-3)
+        assert median(before) == pytest.approx(0.5, rel=0.6) and len(set(before)) == 5
+
+
+def test_fixed_latency_stays_the_default():
+    emulator = Emulator(latency=0.25)
+    assert emulator.durations is None and emulator.latency == 0.25
+    with pytest.raises(ValueError, match="durations"):
+        Emulator(durations="gaussian")
+    with pytest.raises(ValueError, match="median"):
+        Emulator(durations="lognormal", medians={"1K": 0})
+
+
+def test_rate_limit_answers_429_with_retry_after_and_counts_them(emu, api):
+    emu.rate_limit = 3
+    url = f"{emu.base_url}/samples/cat.png"
+    answers = [api.session.get(emu.base_url + CREDIT, timeout=10) for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+    for refused in answers[3:]:
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["code"] == 429 and "3 requests per second" in refused.json()["msg"]
+    assert download(url).status_code == 200  # the file host is not the API: not limited
+    assert [r.limited_by for r in emu.requests if r.phase == "credits"] == [None, None, None, "rate", "rate"]
+    stats = emu.stats
+    assert (stats.api_requests, stats.rate_limited, stats.answered_429, stats.concurrency_refused) == (5, 2, 2, 0)
+    assert stats.peak_requests_per_second == 5
+    emu.reset()
+    assert emu.stats.api_requests == 0 and emu.rate_limit is None
+
+
+def test_rate_limited_requests_use_up_no_fault_and_create_no_task(emu, api):
+    emu.rate_limit = 1
+    api.credits()
+    emu.inject("submit", "status", status=500)
+    refused = api.submit()
+    assert refused.status_code == 429 and emu.submit_count == 0
+    assert [(fault.kind, left) for fault, left in emu.pending_faults()] == [("status", 1)]
+
+
+def test_rate_limit_window_slides_over_one_second():
+    from nanobanana_magic.emulator.realism import RateLimiter, peak_in_window, retry_after_seconds
+
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    answers = []
+    for moment in (100.0, 100.5, 100.9, 101.0, 101.2, 101.5):
+        now[0] = moment
+        answers.append(limiter.admit(2))
+    # 100.9 is refused until 100.0 leaves the window; 101.2 until 100.5 does.
+    assert answers == [None, None, pytest.approx(0.1), None, pytest.approx(0.3), None]
+    assert retry_after_seconds(0.4) == 1 and retry_after_seconds(1.2) == 2
+    assert peak_in_window([0.0, 0.5, 0.99, 1.0, 1.2, 3.0]) == 4
+
+
+def test_max_concurrent_refuses_a_submit_while_n_tasks_generate_and_charges_nothing(emu, api):
+    emu.max_concurrent = 2
+    first, _ = api.create(), api.create()
+    refused = api.submit(resolution="4K")
+    assert refused.status_code == 200 and refused.json()["code"] == 429
+    assert "at most 2" in refused.json()["msg"] and "Retry-After" not in refused.headers
+    assert emu.submit_count == 2 and emu.credits == 1000 - 2 * COSTS["1K"]
+    emu.finish(first)
+    api.create()
+    stats = emu.stats
+    assert (stats.concurrency_refused, stats.answered_429, stats.peak_generating, stats.submits) == (1, 1, 2, 3)
+
+
+def test_stats_count_every_429_sent_including_faults(emu, api):
+    emu.inject("poll", "status", count=2, status=429, style="http")
+    task_id = api.create()
+    for _ in range(3):
+        api.poll(task_id)
+    stats = emu.stats
+    assert (stats.answered_429, stats.rate_limited, stats.api_requests, stats.peak_generating) == (2, 0, 4, 1)
+
+
+# --- references -----------------------------------------------------------------------------
+
+RED = (255, 0, 0)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A plain http.server serving a folder, as a local web server or bucket would."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    seen: list[dict] = []
+
+    class Folder(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append({"path": self.path, "headers": dict(self.headers)})
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "red.png")
+    (tmp_path / "note.txt").write_text("not a picture\n")
+    (tmp_path / "big.png").write_bytes(PNG_SIGNATURE + bytes(4096))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Folder, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.seen = seen
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def red_pixels(image: Image.Image) -> int:
+    counts = {colour: count for count, colour in image.convert("RGB").getcolors(1 << 24)}
+    return counts.get(RED, 0)
+
+
+def test_references_on_another_server_are_drawn_and_failures_are_marked(emu, api, file_server):
+    emu.reference_max_bytes = 2048
+    urls = [f"{file_server.url}/red.png", "http://127.0.0.1:1/gone.png", f"{file_server.url}/note.txt",
+            f"{file_server.url}/big.png"]
+    task_id = api.create(outputFormat="png", aspectRatio="1:1", imageUrls=urls)
+    assert emu.reference_report(task_id) is None  # drawn when first downloaded
+    emu.finish(task_id)
+    image = decoded(download(api.record(task_id)["response"]["resultImageUrl"]).content)
+    assert emu.reference_report(task_id) == list(zip(urls, ["ok", "unreachable", "not an image", "too large"]))
+    assert red_pixels(image) >= 0.9 * 64 * 64
+    assert red_pixels(image.crop((0, image.height // 4, image.width, image.height))) == 0  # in the top strip
+    assert sorted(hit["path"] for hit in file_server.seen) == ["/big.png", "/note.txt", "/red.png"]  # fetched at once
+    assert not any("Authorization" in hit["headers"] for hit in file_server.seen)
+
+
+@pytest.mark.timeout(20)
+def test_a_reference_that_never_answers_costs_only_the_reference_timeout(emu, api):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # connections are queued, never answered
+    try:
+        emu.reference_timeout = 0.2
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow.png"
+        started = time.monotonic()
+        image = decoded(download(finished_url(emu, api, aspectRatio="1:1", imageUrls=[url])).content)
+        assert time.monotonic() - started < 2.0
+        assert image.size == (1024, 1024)
+        task_id = next(iter(emu.tasks))
+        assert emu.reference_report(task_id) == [(url, "unreachable")]
+    finally:
+        silent.close()

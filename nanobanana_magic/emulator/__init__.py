@@ -10,7 +10,11 @@ is drawn. Run ``python -m nanobanana_magic.emulator --help`` for the command lin
 """
 
 from .faults import KINDS, PHASES, Fault, parse_fault
+from .options import Options
+from .realism import DEFAULT_MEDIANS, LognormalDurations
+from .records import Stats
 from .server import Emulator
 from .tasks import COSTS
 
-__all__ = ["COSTS", "KINDS", "PHASES", "Emulator", "Fault", "parse_fault"]
+__all__ = ["COSTS", "DEFAULT_MEDIANS", "KINDS", "PHASES", "Emulator", "Fault", "LognormalDurations", "Options",
+           "Stats", "parse_fault"]

@@ -34,10 +34,19 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "slow": (_DOWNLOAD, {"seconds": 5.0}),
     "bomb": (_DOWNLOAD, {}),
     "endless": (_DOWNLOAD, {"limit_bytes": 1 << 30}),
+    "forbidden": (_DOWNLOAD, {}),
+    "content_type": (_DOWNLOAD, {"type": "binary/octet-stream"}),
+    "trailing_data": (_DOWNLOAD, {"bytes": 4096}),
     # record-info only
     "huge_json": (("poll",), {"megabytes": 64}),
+    "server_exception": (("poll",), {}),
     # submit only: the task is created and charged, then fails
     "task_fails": (("submit",), {"flag": 3, "code": 400, "message": "flagged by content policy"}),
+    "generation_failed": (("submit",), {"code": 501, "message": "generation failed"}),
+    # submit only: the task is created and charged, then departs from the documented life cycle
+    "not_registered": (("submit",), {"polls": 2}),
+    "odd_flag": (("submit",), {"flag": 7}),
+    "no_url": (("submit",), {"shape": "null"}),
 }
 
 #: One line per kind, for help texts.
@@ -54,12 +63,25 @@ DESCRIPTIONS = {
     "slow": "drip the file over `seconds`",
     "bomb": "a tiny valid PNG over twice Pillow's decompression-bomb limit",
     "endless": "an image body that never ends (stops at limit_bytes or when the client hangs up)",
+    "forbidden": "403 AccessDenied from the file host (a CDN refusing the client), not an expiry",
+    "content_type": "the real file, labelled with Content-Type `type` (e.g. application/octet-stream)",
+    "trailing_data": "the real file with `bytes` extra bytes after its end marker (still a valid image)",
     "huge_json": "a valid record-info answer padded to `megabytes`",
+    "server_exception": "JSON code 500 \"Server exception, please check the parameters\"",
     "task_fails": "create and charge the task, which then ends with successFlag `flag`",
+    "generation_failed": "the task fails; its record-info then answers JSON code `code` with msg `message`",
+    "not_registered": "create and charge the task, but answer its first `polls` polls with 404 task not found",
+    "odd_flag": "the task ends with the undocumented successFlag `flag`, no result URL",
+    "no_url": "the task ends with successFlag 1 but no URL, for good (shape null, empty or missing)",
 }
 
 #: Kinds that answer without letting the service see the request.
-REPLACING_KINDS = frozenset({"status", "malformed", "html", "corrupt", "not_found", "wrong_type", "bomb", "endless"})
+REPLACING_KINDS = frozenset({"status", "malformed", "html", "corrupt", "not_found", "wrong_type", "bomb", "endless",
+                             "forbidden", "server_exception"})
+
+#: Shapes of a "success without a URL": resultImageUrl null, resultImageUrl "", or response null.
+URL_SHAPES = ("null", "empty", "missing")
+DOCUMENTED_FLAGS = (0, 1, 2, 3)
 
 RANDOM_DELAY_MAX = 1.0
 
@@ -85,7 +107,7 @@ class Fault:
             allowed = ", ".join(defaults) or "none"
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.kind!r}; allowed: {allowed}")
         object.__setattr__(self, "options", {**defaults, **self.options})
-        _check_option_values(self.options)
+        _check_option_values(self.kind, self.options)
 
     def __getitem__(self, option: str) -> Any:
         return self.options[option]
@@ -96,19 +118,27 @@ class Fault:
         return self.kind in REPLACING_KINDS
 
 
-def _check_option_values(options: dict[str, Any]) -> None:
+def _check_option_values(kind: str, options: dict[str, Any]) -> None:
     status = options.get("status")
     if status is not None and (not isinstance(status, int) or not 100 <= status <= 999):
         raise ValueError(f"status must be an HTTP status code (100..999); got {status!r}")
     style = options.get("style")
     if style not in (None, "json", "http"):
         raise ValueError(f"style must be json or http; got {style!r}")
-    for name in ("seconds", "retry_after", "megabytes", "limit_bytes"):
+    for name in ("seconds", "retry_after", "megabytes", "limit_bytes", "bytes", "polls"):
         value = options.get(name)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
             raise ValueError(f"{name} must be a number >= 0; got {value!r}")
-    if "flag" in options and options["flag"] not in (2, 3):
+    if kind == "task_fails" and options["flag"] not in (2, 3):
         raise ValueError(f"a failed task ends with successFlag 2 or 3, not {options['flag']!r}")
+    if kind == "odd_flag" and (not isinstance(options["flag"], int) or options["flag"] in DOCUMENTED_FLAGS):
+        raise ValueError(f"odd_flag needs an undocumented successFlag (not 0..3); got {options['flag']!r}")
+    if kind == "no_url" and options["shape"] not in URL_SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(URL_SHAPES)}; got {options['shape']!r}")
+    if kind == "content_type" and not (isinstance(options["type"], str) and options["type"].strip()):
+        raise ValueError(f"type must be a non-empty Content-Type; got {options['type']!r}")
+    if kind == "generation_failed" and not (isinstance(options["code"], int) and 100 <= options["code"] <= 999):
+        raise ValueError(f"code must be an API error code (100..999); got {options['code']!r}")
 
 
 def parse_fault(spec: str) -> tuple[Fault, int]:

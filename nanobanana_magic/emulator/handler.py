@@ -107,23 +107,31 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         headers = Headers(self.headers.items())
         body = self._read_body()
         phase, _ = route_of(self.command, url.path)
-        fault = service.faults.take(phase) if phase in PHASES else None
-        service.log.add(RequestRecord(self.command, url.path, query, headers, phase, time.time(),
-                                      body or b"", fault))
+        # A request refused by the rate limit never reaches the service, so it uses up no fault.
+        refusal = service.admit(phase)
+        fault = service.faults.take(phase) if phase in PHASES and refusal is None else None
+        record = RequestRecord(self.command, url.path, query, headers, phase, time.time(), body or b"", fault)
+        service.log.add(record)
         if body is None:
             self.close_connection = True
-            self._deliver(json_reply({"code": 413, "msg": "request body too large"}, status=413), None)
-            return
+            reply = json_reply({"code": 413, "msg": "request body too large"}, status=413)
+            fault = None
+        else:
+            reply, fault = (refusal, None) if refusal else self._answer(url.path, query, headers, body, fault)
+        record.status, record.code, record.limited_by = reply.status, reply.code, reply.limited_by
+        self._deliver(reply, fault)
+
+    def _answer(self, path: str, query: dict[str, str], headers: Headers, body: bytes,
+                fault: Fault | None) -> tuple[Reply, Fault | None]:
+        """The service's (or the fault's) answer, and the fault still to apply on delivery."""
+        service = self.server.service
         try:
             if fault and fault.replaces_answer:
-                reply = service.fault_reply(fault, url.path)
-            else:
-                reply = service.handle(self.command, url.path, query, headers, body, fault)
+                return service.fault_reply(fault, path), fault
+            return service.handle(self.command, path, query, headers, body, fault), fault
         except Exception:  # noqa: BLE001 - an emulator bug must still produce an answer
             traceback.print_exc()
-            reply = json_reply({"code": 500, "msg": "emulator internal error"}, status=500)
-            fault = None
-        self._deliver(reply, fault)
+            return json_reply({"code": 500, "msg": "emulator internal error"}, status=500), None
 
     def _read_body(self) -> bytes | None:
         """The request body; None when it is too large to read."""

@@ -29,6 +29,7 @@ MAX_REFERENCE_BYTES = 5 * 1024 * 1024
 MAX_REFERENCE_PIXELS = 50_000_000
 REFERENCE_TIMEOUT = 3.0
 MAX_REFERENCES_DRAWN = 14
+REFERENCE_STATUSES = ("ok", "unreachable", "too large", "not an image")
 MAX_PROMPT_CHARS_DRAWN = 600
 
 # Loopback tools should not be routed through a proxy taken from the environment.
@@ -64,11 +65,12 @@ def parse_ratio(aspect_ratio: str) -> tuple[int, int]:
     return int(left), int(right)
 
 
-def render_result(spec: RenderSpec) -> bytes:
-    """Draw and encode the result image of a task."""
-    references = fetch_references(spec.image_urls[:MAX_REFERENCES_DRAWN])
+def render_result(spec: RenderSpec, references: list[Reference] | None = None) -> bytes:
+    """Draw and encode the result image of a task; ``references`` default to fetching them now."""
+    if references is None:
+        references = fetch_references(spec.image_urls[:MAX_REFERENCES_DRAWN])
     if spec.aspect_ratio == "auto":
-        first = references[0] if references else None
+        first = references[0].image if references else None
         ratio = first.size if first is not None else (1, 1)
         # An absurd reference shape must not produce an absurd canvas.
         ratio_w = min(max(ratio[0] / ratio[1], 1 / 8), 8)
@@ -92,35 +94,72 @@ def encode(image: PILImage.Image, output_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def fetch_references(urls: tuple[str, ...] | list[str]) -> list[PILImage.Image | None]:
+@dataclass(frozen=True)
+class Reference:
+    """One imageUrls entry as the emulator saw it: ``status`` is one of REFERENCE_STATUSES."""
+
+    url: str
+    status: str
+    image: PILImage.Image | None = None
+
+
+def fetch_references(urls: tuple[str, ...] | list[str], timeout: float = REFERENCE_TIMEOUT,
+                     max_bytes: int = MAX_REFERENCE_BYTES) -> list[Reference]:
     """Fetch several references at once, so slow hosts cost one timeout, not one each."""
+    def load(url: str) -> Reference:
+        return load_reference(url, timeout, max_bytes)
+
     if len(urls) <= 1:
-        return [fetch_reference(url) for url in urls]
+        return [load(url) for url in urls]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="nanobanana-reference") as pool:
-        return list(pool.map(fetch_reference, urls))
+        return list(pool.map(load, urls))
 
 
 def fetch_reference(url: str) -> PILImage.Image | None:
     """Download and decode a reference image; None on any failure (never raises)."""
+    return load_reference(url).image
+
+
+def load_reference(url: str, timeout: float = REFERENCE_TIMEOUT, max_bytes: int = MAX_REFERENCE_BYTES) -> Reference:
+    """Download and decode one reference image; any failure becomes a status, never an exception."""
+    try:
+        # No Authorization header: a reference lives on someone else's host.
+        request = urllib.request.Request(url, headers={"User-Agent": "nanobanana-emulator"})
+        with _NO_PROXY_OPENER.open(request, timeout=timeout) as response:
+            data = response.read(max_bytes + 1)
+    except Exception:  # noqa: BLE001 - refused, timed out, HTTP error, bad URL: all the same to the picture
+        return Reference(url, "unreachable")
+    if len(data) > max_bytes:
+        return Reference(url, "too large")
+    return _decode_reference(url, data)
+
+
+def _decode_reference(url: str, data: bytes) -> Reference:
     from PIL import Image
 
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "nanobanana-emulator"})
-        with _NO_PROXY_OPENER.open(request, timeout=REFERENCE_TIMEOUT) as response:
-            data = response.read(MAX_REFERENCE_BYTES + 1)
-        if len(data) > MAX_REFERENCE_BYTES:
-            return None
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > MAX_REFERENCE_PIXELS:
-            return None
+            return Reference(url, "too large")
         image.draft("RGB", (512, 512))
         image = image.convert("RGB")
         image.thumbnail((512, 512))
-        return image
+        return Reference(url, "ok", image)
     except Exception:  # noqa: BLE001 - a bad reference must only ever cost a placeholder
-        return None
+        return Reference(url, "not an image")
+
+
+def append_trailer(data: bytes, count: int) -> bytes:
+    """``data`` followed by ``count`` bytes after its end marker (JPEG EOI, PNG IEND).
+
+    Decoders stop at the marker, so the file stays a valid image, as cameras and editors
+    that append their own data produce. The filler never contains 0xFF, so it cannot be
+    mistaken for a JPEG marker.
+    """
+    filler = b"nanobanana-emulator trailing data after the end-of-image marker\n"
+    return data + (filler * (count // len(filler) + 1))[:count]
 
 
 def sample_names() -> tuple[str, ...]:
@@ -290,8 +329,8 @@ def _draw_footer(image: PILImage.Image, text: str) -> None:
     )
 
 
-def _draw_references(image: PILImage.Image, references: list[PILImage.Image | None]) -> None:
-    """Paste references as framed thumbnails along the top edge."""
+def _draw_references(image: PILImage.Image, references: list[Reference]) -> None:
+    """Paste references as framed, numbered thumbnails along the top edge; failures say why."""
     from PIL import ImageDraw
 
     if not references:
@@ -310,12 +349,27 @@ def _draw_references(image: PILImage.Image, references: list[PILImage.Image | No
         top = margin + row * (slot + margin)
         draw.rectangle((left, top, left + slot - 1, top + slot - 1), fill=(250, 250, 245))
         inner = slot - 4 * frame
-        if reference is None:
+        if reference.image is None:
             _draw_placeholder(draw, left + 2 * frame, top + 2 * frame, inner)
+            _draw_label(draw, (left + slot // 2, top + slot // 2), f"reference {index + 1}\n{reference.status}", inner)
             continue
-        thumb = reference.copy()
+        thumb = reference.image.copy()
         thumb.thumbnail((inner, inner))
         image.paste(thumb, (left + (slot - thumb.width) // 2, top + (slot - thumb.height) // 2))
+        _draw_label(draw, (left + 3 * frame, top + slot - 3 * frame), str(index + 1), inner // 2,
+                    size=max(10, slot // 6), anchor="ld")
+
+
+def _draw_label(draw, at: tuple[int, int], text: str, max_width: int, size: int | None = None,
+                anchor: str = "mm") -> None:
+    """White text with a dark outline at ``at``, shrunk until it fits in ``max_width``."""
+    size = size or max(8, max_width // 6)
+    font = _font(size)
+    while size > 8 and draw.multiline_textbbox((0, 0), text, font=font)[2] > max_width:
+        size -= 1
+        font = _font(size)
+    draw.multiline_text(at, text, font=font, anchor=anchor, align="center", fill=(255, 255, 255),
+                        stroke_width=max(1, size // 10), stroke_fill=(0, 0, 0))
 
 
 def _draw_placeholder(draw, left: int, top: int, side: int) -> None:

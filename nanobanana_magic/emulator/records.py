@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .faults import Fault
+from .realism import peak_in_window
+
+#: Phases served by the API host.
+API_PHASES = ("submit", "poll", "credits")
 
 
 class Headers(dict):
@@ -39,6 +43,11 @@ class RequestRecord:
     time: float
     body: bytes = b""
     fault: Fault | None = field(default=None)
+    #: the answer as built (before a delivery fault may spoil it): HTTP status and JSON code
+    status: int | None = None
+    code: int | None = None
+    #: "rate" or "concurrency" when a limit refused the request, else None
+    limited_by: str | None = None
 
     def json(self) -> Any:
         """The body decoded as JSON, or None when it is not JSON."""
@@ -74,3 +83,37 @@ class RequestLog:
         """Forget every record."""
         with self._lock:
             self._records.clear()
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters a benchmark reads after a run (all since start or the last reset)."""
+
+    #: API requests (submit, poll, credits) received, refused ones included
+    api_requests: int
+    #: answers with HTTP status 429 or JSON code 429, whoever sent them (limits or faults)
+    answered_429: int
+    #: requests refused by the rate limit
+    rate_limited: int
+    #: submits refused by the concurrency limit
+    concurrency_refused: int
+    #: the most API requests received within any one second
+    peak_requests_per_second: int
+    #: the most tasks generating at the same time
+    peak_generating: int
+    #: tasks created (and charged)
+    submits: int
+
+
+def stats_of(records: list[RequestRecord], peak_generating: int, submits: int) -> Stats:
+    """Stats from the request log and the task store's counters."""
+    api = [record for record in records if record.phase in API_PHASES]
+    return Stats(
+        api_requests=len(api),
+        answered_429=sum(1 for record in records if 429 in (record.status, record.code)),
+        rate_limited=sum(1 for record in records if record.limited_by == "rate"),
+        concurrency_refused=sum(1 for record in records if record.limited_by == "concurrency"),
+        peak_requests_per_second=peak_in_window(record.time for record in api),
+        peak_generating=peak_generating,
+        submits=submits,
+    )

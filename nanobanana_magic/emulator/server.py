@@ -4,13 +4,32 @@ and counters that tests use to steer and observe it."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import replace
+from typing import Any, Mapping
 
 from .faults import Fault
 from .handler import EmulatorHTTPServer
-from .records import RequestRecord
+from .options import DEFAULT_REFERENCE_MAX_BYTES, DEFAULT_REFERENCE_TIMEOUT, Options
+from .realism import DEFAULT_SIGMA, DURATION_MODES, LognormalDurations
+from .records import RequestRecord, Stats, stats_of
 from .service import ERROR_STYLES, Service
 from .tasks import Failure, Task
+
+
+class _Option:
+    """An Emulator attribute backed by one field of the service's Options (validated on set)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, emulator: Emulator | None, owner: type) -> Any:
+        if emulator is None:
+            return self
+        return getattr(emulator._service.options, self.name)
+
+    def __set__(self, emulator: Emulator, value: Any) -> None:
+        service = emulator._service
+        service.options = replace(service.options, **{self.name: value})
 
 
 class Emulator:
@@ -21,7 +40,26 @@ class Emulator:
     ``api_key`` None accepts any non-empty bearer key. ``files_base_url`` is where result
     URLs point (default: this server); a ``{port}`` in it is replaced by the bound port,
     e.g. ``"http://localhost:{port}"`` for a file host with another host name.
+
+    The keyword-only options switch on behaviour the live service may show but API.md
+    does not document (see options.Options; each is also an attribute, restored by
+    :meth:`reset`). ``durations="lognormal"`` draws each task's duration from a seeded
+    lognormal distribution around ``medians`` (per resolution, default
+    realism.DEFAULT_MEDIANS) with ``sigma``, and then ignores ``latency``.
     """
+
+    message_key = _Option()
+    unknown_task_id = _Option()
+    relative_urls = _Option()
+    wrong_extension = _Option()
+    file_content_type = _Option()
+    trailing_bytes = _Option()
+    unregistered_polls = _Option()
+    failed_code = _Option()
+    rate_limit = _Option()
+    max_concurrent = _Option()
+    reference_timeout = _Option()
+    reference_max_bytes = _Option()
 
     def __init__(
         self,
@@ -34,16 +72,41 @@ class Emulator:
         fail_words: tuple[str, ...] | list[str] = ("forbidden",),
         files_base_url: str | None = None,
         verbose: bool = False,
+        *,
+        message_key: str = "msg",
+        unknown_task_id: str = "not_found",
+        relative_urls: bool = False,
+        wrong_extension: bool = False,
+        file_content_type: str | None = None,
+        trailing_bytes: int = 0,
+        unregistered_polls: int = 0,
+        failed_code: int | None = None,
+        rate_limit: int | None = None,
+        max_concurrent: int | None = None,
+        reference_timeout: float = DEFAULT_REFERENCE_TIMEOUT,
+        reference_max_bytes: int = DEFAULT_REFERENCE_MAX_BYTES,
+        durations: str = "fixed",
+        medians: Mapping[str, float] | None = None,
+        sigma: float = DEFAULT_SIGMA,
+        duration_seed: int = 1234,
     ) -> None:
         self.host = host
         self._requested_port = port
+        options = Options(
+            message_key=message_key, unknown_task_id=unknown_task_id, relative_urls=relative_urls,
+            wrong_extension=wrong_extension, file_content_type=file_content_type, trailing_bytes=trailing_bytes,
+            unregistered_polls=unregistered_polls, failed_code=failed_code, rate_limit=rate_limit,
+            max_concurrent=max_concurrent, reference_timeout=reference_timeout,
+            reference_max_bytes=reference_max_bytes,
+        )
         self._initial = {"latency": latency, "credits": credits, "error_style": error_style,
-                         "files_base_url": files_base_url}
+                         "files_base_url": files_base_url, "options": options}
         self._files_base_url = files_base_url
         self.verbose = verbose
         self._service = Service(
             api_key=api_key, latency=latency, credits=credits, error_style=error_style,
             fail_words=tuple(fail_words), files_base_url=lambda: self.files_base_url,
+            options=options, durations=_durations(durations, medians, sigma, duration_seed),
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -117,8 +180,8 @@ class Emulator:
         return f"{self.base_url}/samples/{name}.png"
 
     def result_url(self, task_id: str) -> str:
-        """Where the result of ``task_id`` is (or will be) served."""
-        return f"{self.files_base_url}/files/{task_id}.{self._task(task_id).ext}"
+        """Where the result of ``task_id`` is (or will be) served, always absolute."""
+        return self._service.result_url(self._task(task_id), absolute=True)
 
     # --- knobs ------------------------------------------------------------------------
 
@@ -132,6 +195,11 @@ class Emulator:
         if seconds is not None and seconds < 0:
             raise ValueError("latency must be >= 0 seconds or None")
         self._service.store.latency = seconds
+
+    @property
+    def durations(self) -> LognormalDurations | None:
+        """The duration model when durations="lognormal", else None (``latency`` rules)."""
+        return self._service.store.durations
 
     @property
     def credits(self) -> int:
@@ -182,6 +250,10 @@ class Emulator:
         self._service.faults.add(fault, count)
         return fault
 
+    def pending_faults(self) -> list[tuple[Fault, int]]:
+        """Queued faults with their remaining counts, in the order they will fire."""
+        return self._service.faults.pending()
+
     def random_faults(self, rate: float = 0.1, seed: int = 1234) -> None:
         """Give each later API request a random realistic fault with probability ``rate``."""
         self._service.faults.set_random(rate, seed)
@@ -189,15 +261,19 @@ class Emulator:
     def reset(self) -> None:
         """Return to the freshly constructed state, keeping only the listening socket.
 
-        Restores the constructor's latency, credits, error style and files base URL, and
-        forgets tasks (with their rendered images and unsent callbacks), faults (queued and
-        random), fail/never-finish orders, recorded requests, callback attempts and counts.
+        Restores the constructor's latency, credits, error style, files base URL and
+        options, restarts the duration draws from their seed, and forgets tasks (with their
+        rendered images and unsent callbacks), faults (queued and random), fail/never-finish
+        orders, recorded requests, callback attempts, the rate limit's window and counts.
         """
         service = self._service
         service.faults.clear()
         service.callbacks.clear()
         service.log.clear()
         service.renders.clear()
+        service.reference_reports.clear()
+        service.limiter.clear()
+        service.options = self._initial["options"]
         service.store.reset(self._initial["credits"], self._initial["latency"])
         service.error_style = self._initial["error_style"]
         self._files_base_url = self._initial["files_base_url"]
@@ -234,6 +310,21 @@ class Emulator:
         return self._service.log.count(
             lambda r: r.phase == "download" and (task_id is None or r.path.startswith(f"/files/{task_id}.")))
 
+    @property
+    def stats(self) -> Stats:
+        """Counters for benchmarks: 429s sent, limit refusals, peak requests per second, ..."""
+        service = self._service
+        return stats_of(service.log.snapshot(), service.store.peak_generating, service.store.submit_count)
+
+    def reference_report(self, task_id: str) -> list[tuple[str, str]] | None:
+        """(url, status) per reference of the task's result as last drawn, None before it was drawn.
+
+        status is "ok", "unreachable", "too large" or "not an image"; the picture says the same.
+        """
+        self._task(task_id)
+        report = self._service.reference_reports.get(task_id)
+        return list(report) if report is not None else None
+
     def done_time(self, task_id: str) -> float | None:
         """Wall-clock time (time.time()) the task ended, or None while it has not."""
         task = self._task(task_id)
@@ -255,3 +346,9 @@ class Emulator:
         if task is None:
             raise KeyError(f"no task {task_id!r}")
         return task
+
+
+def _durations(mode: str, medians: Mapping[str, float] | None, sigma: float, seed: int) -> LognormalDurations | None:
+    if mode not in DURATION_MODES:
+        raise ValueError(f"durations must be one of {', '.join(DURATION_MODES)}; got {mode!r}")
+    return LognormalDurations(medians, sigma, seed) if mode == "lognormal" else None

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .validation import SubmitParams
 
@@ -19,6 +19,18 @@ GENERATING, SUCCESS, CREATE_TASK_FAILED, GENERATE_FAILED = 0, 1, 2, 3
 
 class InsufficientCredits(Exception):
     """The balance does not cover the task's cost."""
+
+
+class TooManyGenerating(Exception):
+    """The concurrency limit is reached: the task is refused, nothing is charged."""
+
+
+class Durations(Protocol):
+    """Draws how long a new task generates (called under the store's lock)."""
+
+    def draw(self, resolution: str) -> float: ...
+
+    def restart(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,17 @@ class Failure:
             raise ValueError(f"a failed task ends with successFlag 2 or 3, not {self.flag}")
 
 
+@dataclass(frozen=True)
+class Order:
+    """How one task is to behave, as ordered by a submit fault or a server option."""
+
+    failure: Failure | None = None
+    odd_flag: int | None = None
+    url_shape: str | None = None
+    hidden_polls: int = 0
+    failed_code: int | None = None
+
+
 @dataclass
 class Task:
     """One accepted submit. ``done_at`` is None while it waits for ``finish()`` or forever."""
@@ -47,6 +70,14 @@ class Task:
     never_finishes: bool = False
     cost: int = 0
     callback_sent: bool = field(default=False, repr=False)
+    #: successFlag shown once done instead of 1, outside the documented 0..3
+    odd_flag: int | None = None
+    #: a success without a URL: "null", "empty" or "missing" (see faults.URL_SHAPES)
+    url_shape: str | None = None
+    #: polls still to be answered "task not found"
+    hidden_polls: int = 0
+    #: JSON code record-info answers once the task has failed (None: code 200 and the record)
+    failed_code: int | None = None
 
     @property
     def done(self) -> bool:
@@ -58,7 +89,9 @@ class Task:
         """The successFlag a poll would see now."""
         if not self.done:
             return GENERATING
-        return self.failure.flag if self.failure else SUCCESS
+        if self.failure:
+            return self.failure.flag
+        return SUCCESS if self.odd_flag is None else self.odd_flag
 
     @property
     def ext(self) -> str:
@@ -84,7 +117,7 @@ def task_record(task: Task, result_url: str, param_json: str) -> dict[str, Any]:
         "taskId": task.task_id,
         "paramJson": param_json,
         "completeTime": format_time(task.done_at) if flag != GENERATING else "",
-        "response": {"originImageUrl": None, "resultImageUrl": result_url} if flag == SUCCESS else None,
+        "response": _response(task, result_url) if flag == SUCCESS else None,
         "successFlag": flag,
         "errorCode": task.failure.code if failed else None,
         "errorMessage": task.failure.message if failed else None,
@@ -93,10 +126,18 @@ def task_record(task: Task, result_url: str, param_json: str) -> dict[str, Any]:
     }
 
 
+def _response(task: Task, result_url: str) -> dict[str, Any] | None:
+    if task.url_shape == "missing":
+        return None
+    url = {"null": None, "empty": ""}.get(task.url_shape or "", result_url)
+    return {"originImageUrl": None, "resultImageUrl": url}
+
+
 class TaskStore:
     """Tasks, pending outcome orders and the balance. ``_lock`` guards all of them."""
 
-    def __init__(self, credits: int, latency: float | None, fail_words: tuple[str, ...]) -> None:
+    def __init__(self, credits: int, latency: float | None, fail_words: tuple[str, ...],
+                 durations: Durations | None = None) -> None:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._failures: deque[Failure] = deque()
@@ -104,23 +145,54 @@ class TaskStore:
         self.fail_words = tuple(word.lower() for word in fail_words)
         self.credits = credits
         self.latency = latency
+        #: when set, each task's duration is drawn from it and ``latency`` is ignored
+        self.durations = durations
         self.submit_count = 0
+        self.peak_generating = 0
 
-    def create(self, body: dict[str, Any], params: SubmitParams, failure: Failure | None = None) -> Task:
-        """Charge for and store a new task; raise InsufficientCredits when broke."""
+    def create(self, body: dict[str, Any], params: SubmitParams, order: Order = Order(),
+               max_generating: int | None = None) -> Task:
+        """Charge for and store a new task.
+
+        Raises InsufficientCredits when broke and TooManyGenerating when ``max_generating``
+        tasks are already generating; either way nothing is charged or stored.
+        """
         cost = COSTS[params.resolution]
         now = time.time()
         with self._lock:
+            generating = self._generating_locked(now)
+            if max_generating is not None and generating >= max_generating:
+                raise TooManyGenerating(f"too many tasks generating: at most {max_generating} at once")
             if self.credits < cost:
                 raise InsufficientCredits(f"insufficient credits: {cost} needed, {self.credits} left")
             self.credits -= cost
-            task = Task(uuid.uuid4().hex, body, params, now, None, cost=cost)
-            self._decide_outcome(task, failure)
-            if not task.never_finishes and self.latency is not None:
-                task.done_at = now + self.latency
+            task = Task(uuid.uuid4().hex, body, params, now, None, cost=cost, odd_flag=order.odd_flag,
+                        url_shape=order.url_shape, hidden_polls=order.hidden_polls, failed_code=order.failed_code)
+            self._decide_outcome(task, order.failure)
+            duration = self._duration_locked(params.resolution)
+            if not task.never_finishes and duration is not None:
+                task.done_at = now + duration
             self._tasks[task.task_id] = task
             self.submit_count += 1
+            self.peak_generating = max(self.peak_generating, generating + 1)
             return task
+
+    def _duration_locked(self, resolution: str) -> float | None:
+        if self.durations is not None:
+            return self.durations.draw(resolution)
+        return self.latency
+
+    def _generating_locked(self, now: float) -> int:
+        # Manual and never-finishing tasks (done_at None) are generating until ended.
+        return sum(1 for task in self._tasks.values() if task.done_at is None or task.done_at > now)
+
+    def take_hidden_poll(self, task: Task) -> bool:
+        """True when this poll of ``task`` is to be answered "task not found" (one fewer left)."""
+        with self._lock:
+            if task.hidden_polls <= 0:
+                return False
+            task.hidden_polls -= 1
+            return True
 
     def _decide_outcome(self, task: Task, injected: Failure | None) -> None:
         if self._never_finish:
@@ -183,3 +255,6 @@ class TaskStore:
             self.credits = credits
             self.latency = latency
             self.submit_count = 0
+            self.peak_generating = 0
+            if self.durations is not None:
+                self.durations.restart()
