@@ -1,0 +1,261 @@
+"""When to ask the API whether a task has finished: fixed cadences and schedules learned from history.
+
+Pure: no clocks, threads or I/O. Ages are seconds since the task was submitted.
+Two schedules share one interface (`PollSchedule`):
+
+- `FixedSchedule`: the `poll_schedule = [[until_s, every_s], ...]` setting, and the fallback.
+- `LearnedSchedule`: built from the durations of finished tasks of the same resolution
+  (`poll_schedule = "auto"`), so polls cluster where such tasks usually end and stay
+  sparse where they rarely do.
+
+How the learned plan is made: the durations' distribution is estimated by a kernel
+density in log-duration (the empirical distribution, smoothed: a lognormal history
+stays lognormal, a bimodal one keeps both modes). Poll times are then chosen by dynamic
+programming to minimise, per task, the expected number of status requests plus
+`lag_cost` times the expected lag (seconds between the task's end and the poll that
+sees it): the classic optimal-inspection problem. The optimum is dense where tasks
+are likely to end and sparse before (nothing to see yet) and in the tails. Past the
+99th percentile the fallback's cadence takes over, so a task that runs unusually long
+is never polled less often than the fixed schedule would poll it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+MIN_EVERY = 0.1  # the smallest interval a user may configure (INTERFACE.md)
+MIN_GAP = 0.25  # a learned schedule never polls more often than this
+DEFAULT_STEPS: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (math.inf, 5.0))
+TAIL_QUANTILE = 0.99  # past it, the fallback's cadence
+NEWEST_DURATIONS = 200  # per resolution: enough for the tails, recent enough to follow the service
+_EXAMPLE = "e.g. [[60, 1], [180, 2], [1e9, 5]]"
+_SERVICE_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+class PollSchedule(Protocol):
+    """What the poller asks a schedule."""
+
+    def next_poll(self, age: float, polls_so_far: int) -> float:
+        """Seconds from submit of the next status request after `age`."""
+
+    def likely_done(self, age: float) -> float:
+        """Probability that the task has ended by `age` (0.0 when the schedule cannot tell)."""
+
+
+# -- fixed -------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_schedule(value: Any) -> tuple[tuple[float, float], ...]:
+    """`value` as a tuple of (until_s, every_s) floats, or `ValueError` with a one-line message."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"poll_schedule must be a list of [until_s, every_s] pairs, {_EXAMPLE}; got {value!r}")
+    if not value:
+        raise ValueError(f"poll_schedule must hold at least one [until_s, every_s] pair, {_EXAMPLE}")
+    steps: list[tuple[float, float]] = []
+    for step in value:
+        if isinstance(step, (str, bytes)) or not isinstance(step, (list, tuple)) or len(step) != 2:
+            raise ValueError(f"poll_schedule steps must be [until_s, every_s] pairs, {_EXAMPLE}; got {step!r}")
+        until, every = step
+        if not (_is_number(until) and _is_number(every)) or math.isnan(until) or not math.isfinite(every):
+            raise ValueError(f"poll_schedule steps must hold two numbers (until_s may be inf), got {step!r}")
+        if every < MIN_EVERY:
+            raise ValueError(f"poll_schedule: every_s must be at least {MIN_EVERY} s, got {every!r} in {step!r}")
+        if until <= (steps[-1][0] if steps else 0.0):
+            raise ValueError(f"poll_schedule: until_s must be positive and increasing, got {until!r} in {step!r}")
+        steps.append((float(until), float(every)))
+    return tuple(steps)
+
+
+class FixedSchedule:
+    """Poll every `every_s` while the task's age is under `until_s`; past the last step, its cadence."""
+
+    def __init__(self, steps: Sequence[Sequence[float]] = DEFAULT_STEPS) -> None:
+        self.steps = validate_schedule(steps)
+
+    def every(self, age: float) -> float:
+        """The interval between polls at `age`."""
+        for until, every in self.steps:
+            if age < until:
+                return every
+        return self.steps[-1][1]
+
+    def next_poll(self, age: float, polls_so_far: int = 0) -> float:
+        """`age` plus the interval at `age` (`polls_so_far` is not needed: the cadence depends on age only)."""
+        return age + self.every(age)
+
+    def likely_done(self, age: float) -> float:
+        """A fixed schedule knows nothing about durations."""
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"FixedSchedule({[list(step) for step in self.steps]!r})"
+
+
+# -- learned -----------------------------------------------------------------
+
+
+class _LogKernelDensity:
+    """The durations' distribution: a Gaussian kernel density in log-duration."""
+
+    MIN_BANDWIDTH = 0.02  # about 2 % of the duration: identical durations still make a narrow bump
+
+    def __init__(self, durations: Sequence[float]) -> None:
+        logs = sorted(math.log(d) for d in durations)
+        n = len(logs)
+        mean = sum(logs) / n
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / max(n - 1, 1))
+        iqr = logs[(3 * n) // 4] - logs[n // 4]
+        spread = min(sd, iqr / 1.349) if iqr > 0 else sd
+        # Silverman's rule of thumb: robust to outliers, near-optimal for a unimodal history.
+        self.bandwidth = max(0.9 * spread * n ** -0.2, self.MIN_BANDWIDTH)
+        self.logs = logs
+
+    def cdf(self, t: float) -> float:
+        if t <= 0:
+            return 0.0
+        x, h = math.log(t), self.bandwidth * math.sqrt(2.0)
+        return sum(math.erfc((mu - x) / h) for mu in self.logs) / (2 * len(self.logs))
+
+    def quantile(self, q: float) -> float:
+        lo, hi = math.exp(self.logs[0] - 6 * self.bandwidth), math.exp(self.logs[-1] + 6 * self.bandwidth)
+        for _ in range(60):  # bisection in log space: about 1e-12 relative
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
+        return hi
+
+
+def _plan(cdf: Any, end: float, lag_cost: float, min_gap: float) -> tuple[float, ...]:
+    """Poll times in (0, end], the last one at `end`, minimising E[polls] + lag_cost * E[lag].
+
+    On a grid g_0 = 0 < g_1 < ... < g_n = end, with F the CDF and S = 1 - F, the cost
+    still to pay after an unsuccessful poll at g_i, weighted by S(g_i), is
+        W(i) = min over j of  S(g_i) + lag_cost * ∫_{g_i}^{g_j} (F(u) - F(g_i)) du + W(j),
+    with W(n) = 0: one request for every task still running at g_i, and for each task
+    ending in (g_i, g_j] the wait until g_j.
+    """
+    steps = max(int(math.ceil(end / 0.05)), 1)
+    steps = min(steps, 400)  # the grid stays fine (0.05 s, or end/400) and the search quadratic but small
+    grid = [end * k / steps for k in range(steps + 1)]
+    F = [cdf(t) for t in grid]
+    area = [0.0]  # area[k] = ∫_0^{g_k} F(u) du, trapezoids
+    for k in range(1, steps + 1):
+        area.append(area[-1] + (F[k - 1] + F[k]) * (grid[k] - grid[k - 1]) / 2)
+    min_steps = max(int(math.ceil(min_gap / (end / steps) - 1e-9)), 1)
+    best = [math.inf] * (steps + 1)
+    choice = [steps] * (steps + 1)
+    best[steps] = 0.0
+    for i in range(steps - 1, -1, -1):
+        survive, fi, ai, gi = 1.0 - F[i], F[i], area[i], grid[i]
+        first = i + min_steps if i > 0 else i + 1  # the gap rule is between polls; submit is not a poll
+        for j in range(first, steps + 1):  # none when too close to the end: W(i) stays infinite
+            cost = survive + lag_cost * (area[j] - ai - fi * (grid[j] - gi)) + best[j]
+            if cost < best[i]:
+                best[i], choice[i] = cost, j
+    times, k = [], 0
+    while k < steps:
+        k = choice[k]
+        times.append(grid[k])
+    return tuple(times)
+
+
+class LearnedSchedule:
+    """Poll times planned from the durations of finished tasks like this one; see the module docstring."""
+
+    def __init__(self, poll_times: Sequence[float], fallback: FixedSchedule,
+                 density: _LogKernelDensity | None = None) -> None:
+        self.poll_times = tuple(poll_times)
+        self.fallback = fallback
+        self._density = density
+
+    @classmethod
+    def from_durations(cls, durations: Sequence[float], fallback: FixedSchedule | None = None, *,
+                       min_samples: int = 5, lag_cost: float = 6.0) -> "LearnedSchedule":
+        """Plan from `durations` (seconds, same resolution); under `min_samples` usable ones, the fallback.
+
+        `lag_cost` is how many status requests one second of lag is worth: higher
+        polls more densely around the likely end.
+        """
+        fallback = fallback or FixedSchedule()
+        usable = [float(d) for d in durations if _is_number(d) and math.isfinite(d) and d > 0]
+        if len(usable) < max(min_samples, 1):
+            return cls((), fallback)
+        density = _LogKernelDensity(usable)
+        end = density.quantile(TAIL_QUANTILE)
+        return cls(_plan(density.cdf, end, lag_cost, MIN_GAP), fallback, density)
+
+    @property
+    def learned(self) -> bool:
+        """False when there was too little history and the fallback decides everything."""
+        return bool(self.poll_times)
+
+    def next_poll(self, age: float, polls_so_far: int = 0) -> float:
+        """The first planned poll after `age` (at least `MIN_GAP` later); past the plan, the fallback's cadence.
+
+        Decided by age alone, so a poll the budget delayed does not shift the later ones.
+        """
+        if not self.poll_times:
+            return self.fallback.next_poll(age, polls_so_far)
+        k = bisect.bisect_right(self.poll_times, age)
+        if k < len(self.poll_times):
+            return max(self.poll_times[k], age + MIN_GAP)
+        return age + self.fallback.every(age)
+
+    def likely_done(self, age: float) -> float:
+        """Share of the history that had ended by `age` (smoothed); 0.0 without history."""
+        return self._density.cdf(age) if self._density else 0.0
+
+    def __repr__(self) -> str:
+        plan = ", ".join(f"{t:.2f}" for t in self.poll_times)
+        return f"LearnedSchedule([{plan}], fallback={self.fallback!r})"
+
+
+# -- history -----------------------------------------------------------------
+
+
+def _record_duration(record: Mapping[str, Any]) -> float | None:
+    """Submit-to-end seconds of one record, or None.
+
+    The client's own times come first: they share the poll ages' origin (our submit) and
+    are sub-second, where the service's strings have 1 s resolution (a 3 s task would
+    read as 2, 3 or 4 s). They include the lag of the poll that saw the end, which moves
+    the plan slightly later: fewer wasted polls, never a missed end.
+    """
+    start, end = record.get("submitted_t"), record.get("finished_t")
+    if _is_number(start) and _is_number(end):
+        return float(end) - float(start)
+    created, completed = record.get("created"), record.get("completed")
+    if isinstance(created, str) and isinstance(completed, str):
+        try:
+            delta = datetime.strptime(completed.strip(), _SERVICE_TIME) - datetime.strptime(created.strip(), _SERVICE_TIME)
+        except ValueError:
+            return None
+        return delta.total_seconds()
+    return None
+
+
+def durations_by_resolution(records: Iterable[Mapping[str, Any]], *,
+                            newest: int = NEWEST_DURATIONS) -> dict[str, list[float]]:
+    """Durations of the succeeded tasks per resolution ("1K", ...), oldest first, the newest `newest` of each.
+
+    `records` are run-log-like dicts in log order (oldest first) with `request.resolution`,
+    `status`, and `submitted_t`/`finished_t` epoch floats or `created`/`completed` service
+    times ("YYYY-MM-DD HH:MM:SS"). Records that say nothing usable are skipped.
+    """
+    found: dict[str, list[float]] = {}
+    for record in records:
+        if not isinstance(record, Mapping) or record.get("status") != "succeeded":
+            continue
+        request = record.get("request")
+        resolution = request.get("resolution") if isinstance(request, Mapping) else None
+        duration = _record_duration(record)
+        if not isinstance(resolution, str) or duration is None or not (0 < duration < math.inf):
+            continue
+        found.setdefault(resolution.strip().upper(), []).append(duration)
+    return {resolution: durations[-newest:] for resolution, durations in found.items()}
