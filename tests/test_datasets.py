@@ -207,7 +207,8 @@ def test_imagefolder_card_counts_parameters_dates_endpoint_and_reference_sources
     assert "| aspect_ratio | 1:1 | 5 |" in card and "| aspect_ratio | 16:9 | 4 |" in card
     assert "Submitted 2026-01-01T10:00:00Z to 2026-01-01T10:10:00Z" in card
     assert "`https://api.nanobanana.test/` (9 images)" in card and "pw" not in card and "key=x" not in card
-    assert "2 of 9 images used reference images (1 URLs, 1 generations, 1 local files or uploads)" in card
+    assert ("2 of 9 images used reference images (1 URL, 1 generation, 1 local file or upload); "
+            "1 image with parents") in card
     assert 'load_dataset("imagefolder", data_dir="dataset")' in card
     assert hf(str(dest))["test"].num_rows == 3  # the card's `configs` are read when loading the directory itself
 

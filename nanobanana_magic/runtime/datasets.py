@@ -95,6 +95,7 @@ def export_imagefolder(records: Iterable[Mapping], dest: "str | Path", *, source
     (task ids). With a `split` column the images go to `<split>/KEY.<ext>`, each split with
     its own `metadata.jsonl`; otherwise to `KEY.<ext>` beside one `metadata.jsonl`. No
     folder holds more than `max_per_folder` files: the rest spill into `part-0001/`, ...
+    The first export that adds images chooses between the two layouts for good.
     """
     if max_per_folder < 1:
         raise NanoBananaError(f"max_per_folder must be at least 1, not {max_per_folder}")
@@ -115,7 +116,7 @@ def export_imagefolder(records: Iterable[Mapping], dest: "str | Path", *, source
             in_folder[folder] += 1
             items[sample.task_id] = {"path": path, "split": split, "endpoint": _public(endpoint), "row": sample.row}
         _write_metadata(dest, items)
-        _write_if_changed(dest / CARD, render_card("imagefolder", dest.name, index))
+        _write_if_changed(dest / CARD, _card("imagefolder", dest.name, index))
         _save_index(dest, index)
     except OSError as exc:
         raise _os_error(dest, exc) from None
@@ -145,7 +146,7 @@ def export_webdataset(records: Iterable[Mapping], dest: "str | Path", *, source_
                                          "endpoint": _public(endpoint), "row": sample.row}
             shards.append({"name": name, "samples": len(chunk)})
             _save_index(dest, index)  # a shard is final once the index names it
-        _write_if_changed(dest / CARD, render_card("webdataset", dest.name, index))
+        _write_if_changed(dest / CARD, _card("webdataset", dest.name, index))
         _save_index(dest, index)
     except OSError as exc:
         raise _os_error(dest, exc) from None
@@ -498,7 +499,7 @@ def _os_error(dest: Path, exc: OSError) -> NanoBananaError:
 # -- dataset card -----------------------------------------------------------------------------
 
 
-def render_card(fmt: str, name: str, index: Mapping) -> str:
+def _card(fmt: str, name: str, index: Mapping) -> str:
     """README.md for the export: YAML front matter for the Hub, counts, parameters, provenance, loading."""
     items = list(index["items"].values())
     rows = [item["row"] for item in items]
@@ -535,7 +536,9 @@ def render_card(fmt: str, name: str, index: Mapping) -> str:
               "`sha256` is the image file's; `references` lists each reference image's `source` (URL, file "
               "or task id), `sha256` and the `url` sent; `parents` the task ids of the generations used as "
               "references." + (" In `metadata.jsonl`, `references` and `parents` are JSON text." if
-                               fmt == "imagefolder" else ""), ""]
+                               fmt == "imagefolder" else ""),
+              "Missing values are null" + ("; a column with no value in a whole split holds \"\" there "
+                                           "(so every split has the same column types)." if splits else "."), ""]
     lines += ["## Loading", "", "```python", *_loading(fmt, name, sorted(splits), index), "```", ""]
     return "\n".join(lines)
 
@@ -560,15 +563,20 @@ def _references_line(rows: list[dict]) -> str:
     for row in rows:
         for ref in row.get("references") or []:
             source = ref.get("source") or ref.get("url") or ""
-            kinds["generations" if source in row.get("parents", []) else
-                  "URLs" if re.match(r"https?://", source) else "local files or uploads"] += 1
+            kinds["generation" if source in row.get("parents", []) else
+                  "URL" if re.match(r"https?://", source) else "local file or upload"] += 1
     using = sum(1 for row in rows if row.get("references"))
     with_parents = sum(1 for row in rows if row.get("parents"))
     if not using and not with_parents:
         return "No image used reference images."
-    sources = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none recorded"
+    sources = ", ".join(_count(n, kind) for kind, n in sorted(kinds.items())) or "none recorded"
     return (f"{using} of {len(rows)} images used reference images ({sources}); "
-            f"{with_parents} have parents (earlier generations used as references).")
+            f"{_count(with_parents, 'image')} with parents (earlier generations used as references).")
+
+
+def _count(n: int, noun: str) -> str:
+    plural = noun.replace("file or upload", "files or uploads") if "file or upload" in noun else noun + "s"
+    return f"{n} {noun if n == 1 else plural}"
 
 
 def _card_columns(fmt: str, rows: list[dict]) -> list[str]:
