@@ -35,6 +35,13 @@ _NAME_LOCK_STRIPES = 64
 _SECRET_OPTION = re.compile(r"key|secret|token|password|credential|passphrase|sas|signature", re.I)
 _S3_MAX_EXPIRY = 7 * 24 * 3600  # SigV4's ceiling for a presigned URL
 
+_EXTRA_SCHEMES = ("s3", "s3a", "gs", "gcs")
+_CREDENTIAL_PLACES = {
+    "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile",
+    "s3a": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS or gcloud's application-default login",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS or gcloud's application-default login",
+}
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 # What a signature, an access key or a token looks like when a library echoes one.
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9+=_\-]{32,}")
@@ -112,10 +119,12 @@ class Uploader:
                     f"upload_expiry is {self.expiry} s; S3 signed URLs last at most {_S3_MAX_EXPIRY} s (7 days)")
         try:
             return fsspec.core.url_to_fs(self.upload_to, **options)
-        except ImportError:
+        except ImportError as exc:
+            # fsspec's message names the missing library (e.g. "Install adlfs to access Azure");
+            # the extra covers S3 and Google Cloud Storage only.
+            hint = UPLOAD_EXTRA_HINT if _scheme(self.upload_to) in _EXTRA_SCHEMES else _clean(str(exc), [])
             raise InvalidRequestError(
-                f"upload_to {self._where} needs a storage back end that is not installed: "
-                f"{UPLOAD_EXTRA_HINT}") from None
+                f"upload_to {self._where} needs a storage library that is not installed: {hint}") from None
         except ValueError as exc:
             if "protocol" in str(exc).lower():
                 raise InvalidRequestError(
@@ -167,7 +176,7 @@ class Uploader:
             self.skipped += skipped
 
     def _describe(self, exc: BaseException, *, action: str = "cannot upload a reference image to") -> str:
-        return f"{action} {self._where}: {_reason(exc, self._secrets())}"
+        return f"{action} {self._where}: {_reason(exc, self._secrets(), _scheme(self.upload_to))}"
 
     def _secrets(self) -> list[str]:
         values = [str(v) for k, v in _flatten(self._options) if _SECRET_OPTION.search(k) and v]
@@ -176,15 +185,14 @@ class Uploader:
         return values + [v for v in from_env + [password] if v]
 
 
-def _reason(exc: BaseException, secrets_: list[str]) -> str:
+def _reason(exc: BaseException, secrets_: list[str], scheme: str) -> str:
     """What went wrong, in words of our own where the cause is known, else the library's, cleaned."""
     names = {type(e).__name__ for e in _chain(exc)}
     code = _service_code(exc)
     tag = f" ({code})" if code else ""
     if names & {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}:
-        return ("no credentials found; set them where the storage library looks (for S3: "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile; for GCS: "
-                "GOOGLE_APPLICATION_CREDENTIALS), or pass them in upload_options")
+        where = _CREDENTIAL_PLACES.get(scheme, "where the storage library looks for them")
+        return f"no credentials found; set them in {where}, or pass them in upload_options"
     if isinstance(exc, PermissionError) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return f"access denied{tag}; check the credentials and their permissions on this location"
     if isinstance(exc, FileNotFoundError) or code in ("NoSuchBucket", "NotFound"):
