@@ -245,10 +245,18 @@ def test_storage_that_cannot_sign_asks_for_a_public_url():
         uploader.url_for(PNG, ".png")
 
 
-@pytest.mark.parametrize("upload_to, expiry", [("", 3600), ("s3://b/p", 0), ("s3://b/p", -5)])
+@pytest.mark.parametrize("upload_to, expiry", [("", 3600), ("s3://b/p", 0), ("s3://b/p", -5), ("s3://b/p", "1h")])
 def test_empty_location_or_non_positive_expiry_is_refused(upload_to, expiry):
     with pytest.raises(InvalidRequestError):
         Uploader(upload_to, expiry=expiry)
+
+
+@pytest.mark.parametrize("suffix", ["/../../escape", ".png/x", "png"])
+def test_suffix_must_be_a_file_extension(tmp_path, suffix):
+    uploader = Uploader(tmp_path.as_uri(), public_url="http://127.0.0.1:1/refs")
+    with pytest.raises(InvalidRequestError, match="is not a file extension"):
+        uploader.url_for(PNG, suffix)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_credentials_in_the_location_are_not_shown():

@@ -46,6 +46,7 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"
 # What a signature, an access key or a token looks like when a library echoes one.
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9+=_\-]{32,}")
 _QUERY = re.compile(r"\?\S*")
+_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,8})?")  # the name must stay inside the prefix
 
 
 class Uploader:
@@ -60,7 +61,7 @@ class Uploader:
         upload_to = (upload_to or "").strip()
         if not upload_to:
             raise InvalidRequestError("upload_to is empty; give an fsspec URL such as 's3://bucket/prefix'")
-        if not expiry or expiry <= 0:
+        if isinstance(expiry, bool) or not isinstance(expiry, (int, float)) or expiry <= 0:
             raise InvalidRequestError(f"upload_expiry must be a positive number of seconds, not {expiry!r}")
         self.upload_to = upload_to
         self.public_url = (public_url or "").strip()
@@ -84,6 +85,8 @@ class Uploader:
 
     def url_for(self, data: bytes, suffix: str) -> str:
         """The URL the API can fetch `data` from, uploading it first unless it is already stored."""
+        if not _SUFFIX.fullmatch(suffix):
+            raise InvalidRequestError(f"upload suffix {suffix[:20]!r} is not a file extension such as '.png'")
         name = hashlib.sha256(data).hexdigest() + suffix
         path = f"{self._root.rstrip('/')}/{name}"
         try:
