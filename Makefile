@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test bench lab install clean
+.PHONY: demo test test-oldest bench lab install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)  ## start the emulator, run notebooks/*.ipynb headless, write bui
 
 test: $(STAMP)  ## the whole test suite (unit, emulator, IPython, real kernels, browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-oldest:  ## unit, IPython and kernel tests on the oldest versions pyproject.toml allows (.venv-oldest)
+	PYTHON=$(PYTHON) bash scripts/oldest_deps.sh $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks against the emulator; writes benchmarks/RESULTS.md
 	$(PY) -m compileall -q nanobanana_magic  # as pip install does: time imports, not compiles
