@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-oldest bench lab install clean
+.PHONY: demo test lint test-oldest bench lab install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ install: $(STAMP)
 demo: $(STAMP)  ## start the emulator, run notebooks/*.ipynb headless, write build/*.ipynb and *.html
 	$(PY) scripts/run_notebooks.py notebooks/*.ipynb
 
-test: $(STAMP)  ## the whole test suite (unit, emulator, IPython, real kernels, browser)
+test: lint  ## the design checks, then the whole test suite (unit, emulator, IPython, real kernels, browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## layer contracts (import-linter), ruff check and format, mypy on the package
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check nanobanana_magic tests scripts benchmarks
+	$(VENV)/bin/ruff format --check nanobanana_magic tests scripts benchmarks
+	$(VENV)/bin/mypy
 
 test-oldest:  ## unit, IPython and kernel tests on the oldest versions pyproject.toml allows (.venv-oldest)
 	PYTHON=$(PYTHON) bash scripts/oldest_deps.sh $(PYTEST_ARGS)

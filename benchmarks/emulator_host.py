@@ -30,8 +30,9 @@ class EmulatorHost:
         command = [sys.executable, __file__, "--latency", str(latency), "--api-key", api_key]
         if shared_render:
             command.append("--shared-render")
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        bufsize=1, cwd=ROOT)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT
+        )
         self._lock = threading.Lock()  # one request/answer exchange on the pipe at a time
         ready = self.process.stdout.readline()  # type: ignore[union-attr]
         if not ready.startswith("http://"):
@@ -65,7 +66,7 @@ class EmulatorHost:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def __enter__(self) -> "EmulatorHost":
+    def __enter__(self) -> EmulatorHost:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -74,9 +75,12 @@ class EmulatorHost:
 
 # -- the child process -------------------------------------------------------------
 
+
 def _task_facts(emulator: Any) -> dict[str, dict[str, Any]]:
-    facts = {task_id: {"created": task.created, "done_at": task.done_at, "polls": [], "downloads": []}
-             for task_id, task in emulator.tasks.items()}
+    facts = {
+        task_id: {"created": task.created, "done_at": task.done_at, "polls": [], "downloads": []}
+        for task_id, task in emulator.tasks.items()
+    }
     for record in emulator.requests:
         if record.phase == "poll" and record.query.get("taskId") in facts:
             facts[record.query["taskId"]]["polls"].append(record.time)
@@ -99,8 +103,11 @@ def _share_renders(emulator: Any) -> None:
         key = (p.resolution, p.output_format, p.aspect_ratio)
         with lock:
             if key not in drawn:
-                drawn[key] = images.render_result(images.RenderSpec(
-                    "shared", "one picture served for every task", p.aspect_ratio, p.resolution, p.output_format))
+                drawn[key] = images.render_result(
+                    images.RenderSpec(
+                        "shared", "one picture served for every task", p.aspect_ratio, p.resolution, p.output_format
+                    )
+                )
             return drawn[key]
 
     service.render = render

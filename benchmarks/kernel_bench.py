@@ -45,6 +45,7 @@ def _new_output_dir(kernel: Kernel, root: Path, name: str) -> None:
 
 # -- kernel hold --------------------------------------------------------------------
 
+
 def hold(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int) -> Section:
     """`--no-wait` cell vs a cell that only submits with the same client, interleaved."""
     section = Section("Kernel hold of a `--no-wait` cell")
@@ -61,31 +62,48 @@ def hold(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int) -> Secti
         ours.append(o)
         paired.append(o - p)
     extra = median(paired)
-    section.rows.append(Row(
-        "`--no-wait` cell holds the kernel (execute_request → execute_reply)",
-        f"median {ms(median(ours))}, p95 {ms(p95(ours))}",
-        "≤ submit round trip + 20 ms", extra <= HOLD_TARGET_EXTRA,
-        f"+{ms(extra)} over the plain submit" if extra >= 0 else f"{ms(extra)} vs the plain submit",
-        f"{runs} cells"))
-    section.rows.append(Row(
-        "plain submit cell, same kernel (`_client.submit(...)`)", f"median {ms(median(plain))}, p95 {ms(p95(plain))}; "
-        f"an empty cell: median {ms(median(empty))}", runs=f"{runs} cells"))
+    section.rows.append(
+        Row(
+            "`--no-wait` cell holds the kernel (execute_request → execute_reply)",
+            f"median {ms(median(ours))}, p95 {ms(p95(ours))}",
+            "≤ submit round trip + 20 ms",
+            extra <= HOLD_TARGET_EXTRA,
+            f"+{ms(extra)} over the plain submit" if extra >= 0 else f"{ms(extra)} vs the plain submit",
+            f"{runs} cells",
+        )
+    )
+    section.rows.append(
+        Row(
+            "plain submit cell, same kernel (`_client.submit(...)`)",
+            f"median {ms(median(plain))}, p95 {ms(p95(plain))}; an empty cell: median {ms(median(empty))}",
+            runs=f"{runs} cells",
+        )
+    )
     section.notes.append(
         f"Each iteration runs a plain submit cell (the session's own client, `_client.submit(GenerationRequest(...))`), "
         f"a `%%nanobanana --no-wait` cell and an empty cell, so all three see the same machine state; the verdict "
         f"uses the median of the per-iteration difference ours − plain ({ms(extra)}; p95 of the difference "
         f"{ms(p95(paired))}). The emulator answers in its own process; tasks take 2 s, so earlier tasks finish "
-        f"(poll, download, preview in worker threads) while later cells run, as in a real session.")
-    section.notes.append(f"The first `--no-wait` cell of a kernel took {ms(first)} (it opens the HTTP "
-                         "connection, creates the output directory and its run log, and starts the poller's "
-                         "threads); it is not in the median.")
+        f"(poll, download, preview in worker threads) while later cells run, as in a real session."
+    )
+    section.notes.append(
+        f"The first `--no-wait` cell of a kernel took {ms(first)} (it opens the HTTP "
+        "connection, creates the output directory and its run log, and starts the poller's "
+        "threads); it is not in the median."
+    )
     return section
 
 
 # -- completion-to-display lag --------------------------------------------------------
 
-def lag(kernel: Kernel, emulator: EmulatorHost, root: Path, per_latency: int,
-        latencies: tuple[float, ...] = (2.0, 10.0, 30.0)) -> Section:
+
+def lag(
+    kernel: Kernel,
+    emulator: EmulatorHost,
+    root: Path,
+    per_latency: int,
+    latencies: tuple[float, ...] = (2.0, 10.0, 30.0),
+) -> Section:
     """Tasks at each latency, all in flight together; lag = result arrives at the frontend − emulator done."""
     section = Section("Completion-to-display lag")
     _new_output_dir(kernel, root, "lag")
@@ -108,34 +126,51 @@ def lag(kernel: Kernel, emulator: EmulatorHost, root: Path, per_latency: int,
         for variant, fig in rows.items():
             lags, rate = fig["lags"], statistics.fmean(fig["rates"])
             met = median(lags) <= LAG_P50 and p95(lags) <= LAG_P95 and rate <= POLL_RATE
-            label = (f"lag, L = {latency:g} s" if variant == "exact"
-                     else f"lag, L = {latency:g} s + 0…{(per_latency - 1) / per_latency:.1f} s spread")
-            section.rows.append(Row(
-                label,
-                f"p50 {sec(median(lags))}, p95 {sec(p95(lags))}; {median(fig['polls']):.0f} status requests "
-                f"per task ({rate:.2f}/s)",
-                "p50 ≤ 0.5 s, p95 ≤ 1.5 s, ≤ 1 request/s", met, _lag_margin(lags, rate),
-                f"{len(lags)} tasks"))
+            label = (
+                f"lag, L = {latency:g} s"
+                if variant == "exact"
+                else f"lag, L = {latency:g} s + 0…{(per_latency - 1) / per_latency:.1f} s spread"
+            )
+            section.rows.append(
+                Row(
+                    label,
+                    f"p50 {sec(median(lags))}, p95 {sec(p95(lags))}; {median(fig['polls']):.0f} status requests "
+                    f"per task ({rate:.2f}/s)",
+                    "p50 ≤ 0.5 s, p95 ≤ 1.5 s, ≤ 1 request/s",
+                    met,
+                    _lag_margin(lags, rate),
+                    f"{len(lags)} tasks",
+                )
+            )
         section.notes.append(
             f"L = {latency:g} s: of the lag, detection (done → the first status request that saw it) is p50 "
             f"{sec(median(exact['detect']))} exact / {sec(median(spread['detect']))} spread; the rest (download, "
             f"save, preview, publish, ZMQ) p50 {sec(median(exact['process'] + spread['process']))}, "
-            f"p95 {sec(p95(exact['process'] + spread['process']))}.")
-    section.notes.insert(0, (
-        f"{per_latency} tasks per latency and variant ({len(everything)} tasks), all submitted by `--no-wait` cells "
-        f"in one kernel and in flight together, with the product's default poll schedule {schedule}. Lag = the time "
-        "the frontend received the final `update_display_data` of the cell (iopub, stamped by a listener thread in "
-        "the benchmark process) − `done_at` of the task in the emulator; both are `time.time()` on this machine. "
-        "Status requests per task and their times come from the emulator's request log; the rate is requests / "
-        "(display time − created)."))
-    section.notes.insert(1, (
-        "'exact' gives every task exactly L, as the issue asks: the 1 s poll grid then stays in phase with the "
-        "emulator's clock, so the poll after completion comes only the accumulated drift later (each interval "
-        "is 1 s plus the poll's own duration), which no real service does. 'spread' adds "
-        f"0, 1/{per_latency}, … of a second to L so that completion falls anywhere between two polls, as with a "
-        "real service. Polling every second, the wait for the next poll is uniform on 0…1 s: its median is "
-        "0.5 s by itself, so p50 ≤ 0.5 s including download and preview cannot be met at ≤ 1 request/s without "
-        "a push channel (the API's callBackUrl needs a public URL, which a notebook does not have)."))
+            f"p95 {sec(p95(exact['process'] + spread['process']))}."
+        )
+    section.notes.insert(
+        0,
+        (
+            f"{per_latency} tasks per latency and variant ({len(everything)} tasks), all submitted by `--no-wait` cells "
+            f"in one kernel and in flight together, with the product's default poll schedule {schedule}. Lag = the time "
+            "the frontend received the final `update_display_data` of the cell (iopub, stamped by a listener thread in "
+            "the benchmark process) − `done_at` of the task in the emulator; both are `time.time()` on this machine. "
+            "Status requests per task and their times come from the emulator's request log; the rate is requests / "
+            "(display time − created)."
+        ),
+    )
+    section.notes.insert(
+        1,
+        (
+            "'exact' gives every task exactly L, as the issue asks: the 1 s poll grid then stays in phase with the "
+            "emulator's clock, so the poll after completion comes only the accumulated drift later (each interval "
+            "is 1 s plus the poll's own duration), which no real service does. 'spread' adds "
+            f"0, 1/{per_latency}, … of a second to L so that completion falls anywhere between two polls, as with a "
+            "real service. Polling every second, the wait for the next poll is uniform on 0…1 s: its median is "
+            "0.5 s by itself, so p50 ≤ 0.5 s including download and preview cannot be met at ≤ 1 request/s without "
+            "a push channel (the API's callBackUrl needs a public URL, which a notebook does not have)."
+        ),
+    )
     return section
 
 
@@ -170,8 +205,15 @@ for _i in range({n}):
 """
 
 
-def concurrent(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int, tasks: int = 50,
-               latency: float = 2.0, gap: float = 0.1) -> Section:
+def concurrent(
+    kernel: Kernel,
+    emulator: EmulatorHost,
+    root: Path,
+    runs: int,
+    tasks: int = 50,
+    latency: float = 2.0,
+    gap: float = 0.1,
+) -> Section:
     """`tasks` submitted at once; trivial cells every `gap` s until every result is shown."""
     section = Section(f"{tasks} concurrent tasks")
     emulator.set_latency(latency)
@@ -203,25 +245,36 @@ def concurrent(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int, ta
             raise RuntimeError(f"{len(failed)} of the concurrent tasks failed")
         _pause(0.5)  # let the last downloads' threads settle before the next run
     ratio = [w / latency for w in walls]
-    section.rows.append(Row(
-        f"{tasks} concurrent tasks, L = {latency:g} s: wall / ideal",
-        f"median {median(ratio):.2f}× ({sec(median(walls))} for an ideal {sec(latency)}); submitting took "
-        f"{sec(median(submits))}", f"≤ {WALL_RATIO}×", median(ratio) <= WALL_RATIO,
-        f"{median(ratio) - WALL_RATIO:+.2f}×", f"{runs} runs"))
+    section.rows.append(
+        Row(
+            f"{tasks} concurrent tasks, L = {latency:g} s: wall / ideal",
+            f"median {median(ratio):.2f}× ({sec(median(walls))} for an ideal {sec(latency)}); submitting took "
+            f"{sec(median(submits))}",
+            f"≤ {WALL_RATIO}×",
+            median(ratio) <= WALL_RATIO,
+            f"{median(ratio) - WALL_RATIO:+.2f}×",
+            f"{runs} runs",
+        )
+    )
     trivial_median = median(trivial)
-    section.rows.append(Row(
-        f"trivial cell (`_x = 1`) while the {tasks} are pending",
-        f"median {ms(trivial_median)}, p95 {ms(p95(trivial))} (idle kernel: median {ms(median(idle))})",
-        f"≤ {ms(TRIVIAL_TARGET)}", trivial_median <= TRIVIAL_TARGET,
-        f"median {ms(abs(trivial_median - TRIVIAL_TARGET))} {'under' if trivial_median <= TRIVIAL_TARGET else 'over'}"
-        + (f"; p95 {ms(p95(trivial) - TRIVIAL_TARGET)} over" if p95(trivial) > TRIVIAL_TARGET else ""),
-        f"{len(trivial)} cells in {runs} runs"))
+    section.rows.append(
+        Row(
+            f"trivial cell (`_x = 1`) while the {tasks} are pending",
+            f"median {ms(trivial_median)}, p95 {ms(p95(trivial))} (idle kernel: median {ms(median(idle))})",
+            f"≤ {ms(TRIVIAL_TARGET)}",
+            trivial_median <= TRIVIAL_TARGET,
+            f"median {ms(abs(trivial_median - TRIVIAL_TARGET))} {'under' if trivial_median <= TRIVIAL_TARGET else 'over'}"
+            + (f"; p95 {ms(p95(trivial) - TRIVIAL_TARGET)} over" if p95(trivial) > TRIVIAL_TARGET else ""),
+            f"{len(trivial)} cells in {runs} runs",
+        )
+    )
     section.notes.append(
         f"Each run: one cell calls `%%nanobanana --no-wait` {tasks} times (distinct prompts, so no cache hits), "
         f"then a trivial cell runs every {ms(gap)} until the frontend has received all {tasks} results. Wall = that "
         f"cell's execute_request → the last result's `update_display_data`; ideal = the emulator latency "
         f"({sec(latency)}): every task running at once and no client overhead. Wall per run: "
-        f"{', '.join(sec(w) for w in walls)}.")
+        f"{', '.join(sec(w) for w in walls)}."
+    )
     per_task_cpu = median(cpu) / tasks
     section.notes.append(
         f"Where the time goes (medians, seconds after the submit cell was sent): the emulator had ended every task "
@@ -232,12 +285,14 @@ def concurrent(kernel: Kernel, emulator: EmulatorHost, root: Path, runs: int, ta
         f"the client's download check (PNG chunk CRCs / JPEG markers, no pixel decode), the one decode and "
         f"JPEG encode of the preview, the HTTP requests and the publish. On 2 cores, shared with the emulator "
         f"and this benchmark, finishing 50 results takes about {sec(median(walls) - median(phases['done']))}, "
-        f"which is what separates the wall time from the ideal.")
+        f"which is what separates the wall time from the ideal."
+    )
     if p95(trivial) > TRIVIAL_TARGET:
         section.notes.append(
             "The trivial cells' p95 comes from the cells that land in that burst: the kernel's main thread waits "
             "for one of the 2 cores and for the GIL, which the worker threads take between Pillow calls "
-            "(requests, JSON, building and publishing the outputs). The median stays near the idle kernel's.")
+            "(requests, JSON, building and publishing the outputs). The median stays near the idle kernel's."
+        )
     return section
 
 
@@ -251,8 +306,10 @@ def _last_phases(task_ids: list[str], facts: dict[str, dict[str, Any]]) -> dict[
 
 # -- entry point -----------------------------------------------------------------------
 
-def run(hold_runs: int, lag_tasks: int, concurrent_runs: int, concurrent_tasks: int = 50,
-        shared_render: bool = True) -> list[Section]:
+
+def run(
+    hold_runs: int, lag_tasks: int, concurrent_runs: int, concurrent_tasks: int = 50, shared_render: bool = True
+) -> list[Section]:
     sections = []
     with tempfile.TemporaryDirectory(prefix="bench-kernel-") as tmp:
         root = Path(tmp)
@@ -260,10 +317,11 @@ def run(hold_runs: int, lag_tasks: int, concurrent_runs: int, concurrent_tasks: 
             env = kernel_environment(emulator.url, root / "out", KEY)
             with Kernel(root, env) as kernel:
                 kernel.run(SETUP)
-                for name, bench in (("hold", lambda: hold(kernel, emulator, root, hold_runs)),
-                                    ("lag", lambda: lag(kernel, emulator, root, lag_tasks)),
-                                    ("concurrent", lambda: concurrent(kernel, emulator, root, concurrent_runs,
-                                                                      concurrent_tasks))):
+                for name, bench in (
+                    ("hold", lambda: hold(kernel, emulator, root, hold_runs)),
+                    ("lag", lambda: lag(kernel, emulator, root, lag_tasks)),
+                    ("concurrent", lambda: concurrent(kernel, emulator, root, concurrent_runs, concurrent_tasks)),
+                ):
                     started = time.monotonic()
                     section = bench()
                     section.seconds = time.monotonic() - started

@@ -52,8 +52,14 @@ class Kernel:
     def execute(self, code: str, timeout: float = 120.0) -> CellResult:
         """Run one cell; `seconds` is execute_request → execute_reply as the frontend sees it."""
         # Built here rather than by kc.execute so its id is known before any reply can arrive.
-        content = {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                   "allow_stdin": True, "stop_on_error": True}  # allow_stdin as JupyterLab sends it
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": True,
+            "stop_on_error": True,
+        }  # allow_stdin as JupyterLab sends it
         message = self.kc.session.msg("execute_request", content)
         msg_id = message["header"]["msg_id"]
         with self._lock:
@@ -104,7 +110,7 @@ class Kernel:
         self.km.shutdown_kernel(now=False)
         self._reader.join(2)
 
-    def __enter__(self) -> "Kernel":
+    def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -148,4 +154,3 @@ def _cell_result(seconds: float, reply: dict, messages: list[dict]) -> CellResul
         elif kind == "display_data" and TASK_MIME in body.get("metadata", {}):
             result.task_ids.append(body["metadata"][TASK_MIME]["task_id"])
     return result
-

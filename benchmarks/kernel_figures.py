@@ -21,8 +21,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from kernel_helpers import (SETUP, execute_notebook, kernel_environment, live_kernel,  # noqa: E402
-                            new_notebook, plain_text)
+from kernel_helpers import SETUP, execute_notebook, kernel_environment, live_kernel, new_notebook, plain_text  # noqa: E402
+
 from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: E402
 
 KEY = "emulator-benchmark-key"  # the emulator's own key: not a secret
@@ -89,14 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         emulator.stop()
 
-    ms = lambda seconds: f"{seconds * 1000:.1f} ms"  # noqa: E731
-    print(f"%load_ext nanobanana_magic, fresh kernel: median {ms(statistics.median(loads))} "
-          f"over {len(loads)} kernels ({', '.join(ms(t) for t in loads)})")
-    print(f"%%nanobanana --no-wait holds the kernel: median {ms(statistics.median(holds))} over {len(holds)} "
-          f"cells (first cell {ms(holds[0])}, later cells {ms(min(holds[1:]))}-{ms(max(holds[1:]))})")
+    ms = lambda seconds: f"{seconds * 1000:.1f} ms"
+    print(
+        f"%load_ext nanobanana_magic, fresh kernel: median {ms(statistics.median(loads))} "
+        f"over {len(loads)} kernels ({', '.join(ms(t) for t in loads)})"
+    )
+    print(
+        f"%%nanobanana --no-wait holds the kernel: median {ms(statistics.median(holds))} over {len(holds)} "
+        f"cells (first cell {ms(holds[0])}, later cells {ms(min(holds[1:]))}-{ms(max(holds[1:]))})"
+    )
     for res, (grown, file_size) in sizes.items():
-        print(f"notebook size added by one {res} image: {grown / 1024:.0f} KiB "
-              f"(the saved {res} file: {file_size / 1024:.0f} KiB, not embedded)")
+        print(
+            f"notebook size added by one {res} image: {grown / 1024:.0f} KiB "
+            f"(the saved {res} file: {file_size / 1024:.0f} KiB, not embedded)"
+        )
     return 0
 
 

@@ -37,8 +37,14 @@ print(json.dumps({{"seconds": seconds, "modules": len(new),
 
 def time_load(name: str, folder: Path) -> dict:
     """One fresh process: seconds spent in `%load_ext name`, and the modules it imported."""
-    done = subprocess.run([sys.executable, "-c", TIMED.format(folder=str(folder), name=name)], capture_output=True,
-                          text=True, check=True, cwd=folder, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", TIMED.format(folder=str(folder), name=name)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+        timeout=120,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -57,26 +63,45 @@ def run(runs: int, kernels: int) -> Section:
         env = kernel_environment("http://127.0.0.1:9", folder / "out", "unused-key")  # loading sends nothing
         in_kernel = load_ext_seconds(env, folder, kernels)
     ours_median, empty_median = median(ours), median(empty)
-    section.rows.append(Row(
-        "`%load_ext nanobanana_magic`, fresh IPython process",
-        f"median {ms(ours_median)}, p95 {ms(p95(ours))}", f"≤ {ms(TARGET)} median", ours_median <= TARGET,
-        f"{ms(TARGET - ours_median)} to spare" if ours_median <= TARGET else f"{ms(ours_median - TARGET)} over",
-        f"{runs} processes"))
-    section.rows.append(Row(
-        "`%load_ext` of an empty extension, same run", f"median {ms(empty_median)}; ours is "
-        f"{ours_median / empty_median:.0f}× that (+{ms(ours_median - empty_median)})", runs=f"{runs} processes"))
-    section.rows.append(Row(
-        "`%load_ext nanobanana_magic`, first cell of a fresh ipykernel", f"median {ms(median(in_kernel))}, "
-        f"p95 {ms(p95(in_kernel))}", runs=f"{kernels} kernels"))
+    section.rows.append(
+        Row(
+            "`%load_ext nanobanana_magic`, fresh IPython process",
+            f"median {ms(ours_median)}, p95 {ms(p95(ours))}",
+            f"≤ {ms(TARGET)} median",
+            ours_median <= TARGET,
+            f"{ms(TARGET - ours_median)} to spare" if ours_median <= TARGET else f"{ms(ours_median - TARGET)} over",
+            f"{runs} processes",
+        )
+    )
+    section.rows.append(
+        Row(
+            "`%load_ext` of an empty extension, same run",
+            f"median {ms(empty_median)}; ours is "
+            f"{ours_median / empty_median:.0f}× that (+{ms(ours_median - empty_median)})",
+            runs=f"{runs} processes",
+        )
+    )
+    section.rows.append(
+        Row(
+            "`%load_ext nanobanana_magic`, first cell of a fresh ipykernel",
+            f"median {ms(median(in_kernel))}, p95 {ms(p95(in_kernel))}",
+            runs=f"{kernels} kernels",
+        )
+    )
     heavy = sorted({m for s in samples for m in s["heavy"]})
     section.notes.append(
         f"Timed inside each process with perf_counter around `ip.run_line_magic('load_ext', ...)` after IPython "
         f"is imported and the shell built; the two extensions alternate, one warm-up process first. "
         f"Ours imports {median([s['modules'] for s in samples]):.0f} new modules while loading "
         f"({'none of requests, Pillow, ipywidgets' if not heavy else 'including ' + ', '.join(heavy)}): "
-        "the HTTP client, Pillow and the widgets load on first use.")
-    section.notes.append("The kernel figure comes from `kernel_figures.load_ext_seconds`: one fresh kernel per sample "
-                         "(nbclient), timed inside the kernel with perf_counter around `run_line_magic` as well.")
-    section.notes.append("For reference, from the issue on another machine: jupysql 161 ms, jupyter-ai magics 1,834 ms, "
-                         "an empty extension 0.5 ms.")
+        "the HTTP client, Pillow and the widgets load on first use."
+    )
+    section.notes.append(
+        "The kernel figure comes from `kernel_figures.load_ext_seconds`: one fresh kernel per sample "
+        "(nbclient), timed inside the kernel with perf_counter around `run_line_magic` as well."
+    )
+    section.notes.append(
+        "For reference, from the issue on another machine: jupysql 161 ms, jupyter-ai magics 1,834 ms, "
+        "an empty extension 0.5 ms."
+    )
     return section

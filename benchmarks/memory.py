@@ -52,8 +52,9 @@ def child(base_url: str, output_dir: str, count: int) -> dict:
     from nanobanana_magic.session.session import Session
 
     figures = {"start": _status_mb("VmRSS")}
-    settings = SimpleNamespace(api_key=KEY, base_url=base_url, output_dir=output_dir, timeout=600.0, cache=True,
-                               poll_schedule=None, workers=2)  # the product defaults (None: the default schedule)
+    settings = SimpleNamespace(
+        api_key=KEY, base_url=base_url, output_dir=output_dir, timeout=600.0, cache=True, poll_schedule=None, workers=2
+    )  # the product defaults (None: the default schedule)
     session = Session(settings)
     warm = session.submit(GenerationRequest(prompt="warm-up", resolution="4K")).wait()
     warm.image.size  # noqa: B018  (Pillow's decoders loaded once, as in any session)
@@ -87,20 +88,29 @@ def run(runs: int, count: int = 50) -> Section:
     with EmulatorHost(latency=1.0, api_key=KEY, shared_render=True) as emulator:
         for _ in range(runs):
             with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-                done = subprocess.run([sys.executable, __file__, "--child", emulator.url, tmp, str(count)],
-                                      capture_output=True, text=True, check=True, timeout=600)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", emulator.url, tmp, str(count)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=600,
+                )
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     growth = [r["finished_gc"] - r["base"] for r in results]
     in_use = [max(0.0, r["trimmed"] - r["base"]) for r in results if r["trimmed"] is not None]
     after_images = [r["after_images"] - r["base"] for r in results]
     worst = max(median(growth), median(after_images))
-    section.rows.append(Row(
-        f"RSS growth after {count} finished 4K generations (Session, fresh process)",
-        f"median {median(growth):.0f} MB; after opening every `.image` once {median(after_images):.0f} MB"
-        + (f"; in use (after `malloc_trim`) {median(in_use):.0f} MB" if in_use else ""),
-        f"≤ {TARGET_MB:.0f} MB", worst <= TARGET_MB,
-        f"{TARGET_MB - worst:.0f} MB to spare" if worst <= TARGET_MB else f"{worst - TARGET_MB:.0f} MB over",
-        f"{runs} processes"))
+    section.rows.append(
+        Row(
+            f"RSS growth after {count} finished 4K generations (Session, fresh process)",
+            f"median {median(growth):.0f} MB; after opening every `.image` once {median(after_images):.0f} MB"
+            + (f"; in use (after `malloc_trim`) {median(in_use):.0f} MB" if in_use else ""),
+            f"≤ {TARGET_MB:.0f} MB",
+            worst <= TARGET_MB,
+            f"{TARGET_MB - worst:.0f} MB to spare" if worst <= TARGET_MB else f"{worst - TARGET_MB:.0f} MB over",
+            f"{runs} processes",
+        )
+    )
     lazy = all(r["bytes_kept"] == 0 and r["on_disk"] == count and r["fresh_each_access"] for r in results)
     r0 = results[0]
     section.notes.append(
@@ -108,20 +118,24 @@ def run(runs: int, count: int = 50) -> Section:
         f"{median([r['base'] - r['start'] for r in results]):.0f} MB over the {median([r['start'] for r in results]):.0f} "
         f"MB of a bare interpreter), then after the {count} finish and a `gc.collect()`. Peak (VmHWM) "
         f"{median([r['peak'] for r in results]):.0f} MB. One decoded 4K image is 48 MiB, so keeping them decoded "
-        f"would need {count * 48 / 1024:.1f} GiB.")
+        f"would need {count * 48 / 1024:.1f} GiB."
+    )
     if in_use:
         section.notes.append(
             f"After `malloc_trim(0)` at the end, RSS is back to {median(in_use):.0f} MB over the base: the growth is "
             "free memory glibc keeps, not data: the worker threads may each hold a decoded image at once "
-            "(the preview, and the check of formats other than PNG and JPEG).")
+            "(the preview, and the check of formats other than PNG and JPEG)."
+        )
     section.notes.append(
         "Lazy loading: " + ("yes" if lazy else "**NO**") + f" — in every run no generation kept its bytes in memory "
         f"({r0['bytes_kept']} of {count} did in the first), all {r0['on_disk']} files were on disk, and "
-        f"`g.image is not g.image` (decoded afresh from disk at each access).")
+        f"`g.image is not g.image` (decoded afresh from disk at each access)."
+    )
     section.notes.append(
         f"The emulator served one pre-drawn 4K PNG ({r0['file_kib']:.0f} KiB saved) for every task (drawing 16 "
         "megapixels per task costs the emulator about 1 s of CPU here, and the real API's files come from a CDN); "
-        "each download is still fetched, checked (PNG chunk CRCs), saved and logged.")
+        "each download is still fetched, checked (PNG chunk CRCs), saved and logged."
+    )
     return section
 
 

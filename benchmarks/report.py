@@ -7,8 +7,8 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 def median(values: Sequence[float]) -> float:
@@ -66,8 +66,8 @@ class Section:
 
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
-    import IPython
     import ipykernel
+    import IPython
     import jupyter_client
     import nbclient
     import PIL
@@ -92,9 +92,11 @@ def machine() -> dict[str, str]:
         "memory": memory,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "versions": (f"IPython {IPython.__version__}, ipykernel {ipykernel.__version__}, "
-                     f"jupyter_client {jupyter_client.__version__}, nbclient {nbclient.__version__}, "
-                     f"Pillow {PIL.__version__}"),
+        "versions": (
+            f"IPython {IPython.__version__}, ipykernel {ipykernel.__version__}, "
+            f"jupyter_client {jupyter_client.__version__}, nbclient {nbclient.__version__}, "
+            f"Pillow {PIL.__version__}"
+        ),
     }
 
 
@@ -116,9 +118,7 @@ def render(sections: list[Section], info: dict[str, str], preamble: list[str], t
     lines += [f"- **{key}**: {value}" for key, value in info.items()]
     lines += [f"- **`make bench` took** {total_seconds:.0f} s", ""]
     lines += preamble + [""]
-    lines += ["## Results", "",
-              "| metric | measured | target | verdict | runs |",
-              "|---|---|---|---|---|"]
+    lines += ["## Results", "", "| metric | measured | target | verdict | runs |", "|---|---|---|---|---|"]
     for section in sections:
         for row in section.rows:
             lines.append(f"| {row.metric} | {row.measured} | {row.target or '—'} | {row.verdict} | {row.runs} |")

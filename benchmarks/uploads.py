@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from PIL import Image  # noqa: E402
+from s3_server import running_s3_server  # noqa: E402
 
 from nanobanana_magic.runtime.uploads import Uploader  # noqa: E402
-from s3_server import running_s3_server  # noqa: E402
 
 
 def noise_png(megabytes: float) -> bytes:
@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             skips.append(time.perf_counter() - start)
         assert (uploader.uploaded, uploader.skipped) == (args.runs + 1, args.runs)
     print(f"PNG of {statistics.median(sizes) / 1e6:.1f} MB, {args.runs} runs")
-    print(f"upload (new bytes): median {statistics.median(uploads) * 1000:.0f} ms "
-          f"(runs: {', '.join(f'{t * 1000:.0f}' for t in uploads)} ms)")
+    print(
+        f"upload (new bytes): median {statistics.median(uploads) * 1000:.0f} ms "
+        f"(runs: {', '.join(f'{t * 1000:.0f}' for t in uploads)} ms)"
+    )
     print(f"same bytes again (skipped): median {statistics.median(skips) * 1000:.0f} ms")
     return 0
 

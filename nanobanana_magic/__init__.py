@@ -12,25 +12,58 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (AuthenticationError, BudgetExceededError, DownloadError, InsufficientCreditsError, InvalidRequestError,
-                     NanoBananaError, NetworkError, RateLimitError, ServiceUnavailableError,
-                     TaskFailedError, TaskTimeoutError)
+from .core.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    DownloadError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NanoBananaError,
+    NetworkError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from .core.params import PARAMETERS, GenerationRequest
 from .core.version import __version__
 
 if TYPE_CHECKING:
-    from .session.client import NanoBananaClient
-    from .runtime.generation import Generation
     from .notebook.magics import NanoBananaMagics
+    from .runtime.generation import Generation
+    from .session.client import NanoBananaClient
 
 
-__all__ = ["AuthenticationError", "BudgetExceededError", "DownloadError", "Generation", "GenerationRequest",
-           "InsufficientCreditsError", "InvalidRequestError", "NanoBananaClient", "NanoBananaError",
-           "NanoBananaMagics", "NetworkError", "PARAMETERS", "RateLimitError", "ServiceUnavailableError",
-           "TaskFailedError", "TaskTimeoutError", "config", "generate_many", "load_ipython_extension", "panel",
-           "unload_ipython_extension"]
+__all__ = [
+    "PARAMETERS",
+    "AuthenticationError",
+    "BudgetExceededError",
+    "DownloadError",
+    "Generation",
+    "GenerationRequest",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "NanoBananaClient",
+    "NanoBananaError",
+    "NanoBananaMagics",
+    "NetworkError",
+    "RateLimitError",
+    "ServiceUnavailableError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "__version__",
+    "config",
+    "generate_many",
+    "load_ipython_extension",
+    "panel",
+    "unload_ipython_extension",
+]
 
-_LAZY = {"NanoBananaClient": "session.client", "Generation": "runtime.generation", "NanoBananaMagics": "notebook.magics"}
+_LAZY = {
+    "NanoBananaClient": "session.client",
+    "Generation": "runtime.generation",
+    "NanoBananaMagics": "notebook.magics",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,14 +88,16 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
-def config() -> "NanoBananaMagics":
+def config() -> NanoBananaMagics:
     """This kernel's live settings (the `NanoBananaMagics` instance), loading the extension if needed."""
     from .notebook.extension import loaded_magics
 
     magics = loaded_magics()
     if magics is None:
-        raise NanoBananaError("the settings live in IPython or Jupyter; in a plain script set NANOBANANA_* "
-                              "environment variables (or use NanoBananaClient)")
+        raise NanoBananaError(
+            "the settings live in IPython or Jupyter; in a plain script set NANOBANANA_* "
+            "environment variables (or use NanoBananaClient)"
+        )
     return magics
 
 
@@ -85,7 +120,7 @@ def _session() -> Any:
     return _script_session, False
 
 
-def generate_many(requests: Any, *, concurrency: int | None = None, force: bool = False) -> "list[Generation]":
+def generate_many(requests: Any, *, concurrency: int | None = None, force: bool = False) -> list[Generation]:
     """Generate a batch in this kernel's session (settings, cache, run log, poller), showing progress.
 
     `requests`: GenerationRequests, dicts of parameters, or prompt strings. Results in input order.

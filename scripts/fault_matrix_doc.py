@@ -11,15 +11,25 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "fault-matrix.md"
 
-COLUMNS = ("phase", "fault", "how the test makes it", "documented outcome", "observed",
-           "error class", "one-line message (redacted)", "submit requests / tasks created",
-           "task id in run log", "driven by")
+COLUMNS = (
+    "phase",
+    "fault",
+    "how the test makes it",
+    "documented outcome",
+    "observed",
+    "error class",
+    "one-line message (redacted)",
+    "submit requests / tasks created",
+    "task id in run log",
+    "driven by",
+)
 
 INTRO = """# Fault matrix
 
@@ -71,15 +81,26 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TEXT_COLUMNS = ("phase", "fault", "observed", "error class", "submit requests / tasks created",
-                "task id in run log", "driven by")
+TEXT_COLUMNS = (
+    "phase",
+    "fault",
+    "observed",
+    "error class",
+    "submit requests / tasks created",
+    "task id in run log",
+    "driven by",
+)
 
 
 def render_text(rows: Iterable[dict[str, Any]]) -> str:
     """A compact fixed-width table of the rows, for the test's terminal output."""
     rows = list(rows)
-    table = [[h.replace("submit requests / tasks created", "submits/tasks").replace("task id in run log", "id logged")
-              for h in TEXT_COLUMNS]]
+    table = [
+        [
+            h.replace("submit requests / tasks created", "submits/tasks").replace("task id in run log", "id logged")
+            for h in TEXT_COLUMNS
+        ]
+    ]
     table += [[str(row.get(column, "")) for column in TEXT_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(TEXT_COLUMNS))]
     lines = ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in table]
@@ -98,8 +119,15 @@ def write_doc(rows: Iterable[dict[str, Any]], path: Path = DOC) -> str:
 
 def main() -> int:
     """Run the matrix test module; it writes the doc when every row has run."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               str(ROOT / "tests" / "test_fault_matrix.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_fault_matrix.py"),
+    ]
     status = subprocess.call(command, cwd=ROOT)
     if status == 0:
         print(f"wrote {DOC.relative_to(ROOT)}")

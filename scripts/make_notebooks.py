@@ -95,15 +95,21 @@ the same banana as a bronze statue in a museum, soft light
 Errors are one line: what happened and what to do. Bad input is caught before anything is
 sent (and before anything is paid for):
 """),
-    code("""
+    code(
+        """
 %%nanobanana -a 7:3
 a square that is not a square
-""", "raises-exception"),
+""",
+        "raises-exception",
+    ),
     md("A task the service refuses (here, a prompt flagged by the content policy) names the API's reason:"),
-    code("""
+    code(
+        """
 %%nanobanana
 a forbidden subject
-""", "raises-exception"),
+""",
+        "raises-exception",
+    ),
     md("""
 ## Check before you pay
 
@@ -332,9 +338,13 @@ result.image.size
 
 
 def write(name: str, cells: list) -> None:
-    notebook = new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}})
+    notebook = new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
     path = ROOT / "notebooks" / name
     nbformat.write(notebook, path)
     print("wrote", path.relative_to(ROOT))

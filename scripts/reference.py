@@ -37,7 +37,9 @@ def commands_markdown() -> str:
     for name, func in COMMANDS.items():
         usage = func.parser.format_usage().replace("usage: ", "").strip()
         usage = " ".join(usage.split())
-        rows.append(f"| {_cell('`' + usage + '`')} | {_cell((func.parser.description or '').strip().splitlines()[0])} |")
+        rows.append(
+            f"| {_cell('`' + usage + '`')} | {_cell((func.parser.description or '').strip().splitlines()[0])} |"
+        )
     return "\n".join(rows)
 
 

@@ -6,8 +6,8 @@ Used by `make demo`. Usage: python scripts/run_notebooks.py notebooks/quickstart
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,8 +27,7 @@ DEMO_KEY = "emulator-demo-key"  # the emulator's own key: not a secret
 
 def execute(path: Path, build: Path, env: dict[str, str]) -> tuple[Path, Path, int]:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(build)}})
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(build)}})
     saved = dict(os.environ)
     os.environ.update(env)  # the kernel inherits the environment of this process
     try:

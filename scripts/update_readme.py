@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT))
 
 from reference import cell_options_markdown, commands_markdown, settings_markdown  # noqa: E402
 
+
 def _results() -> dict[str, list[str]]:
     rows = {}
     for line in (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8").splitlines():
@@ -48,7 +49,11 @@ def reliability_markdown() -> str:
         f"| completion → image on screen, L = 2 / 10 / 30 s | p50 {', '.join(p50(r) for r in exact)}; with tasks ending "
         f"anywhere between two polls p50 {', '.join(p50(r) for r in spread)}, p95 ≤ {worst_p95:.2f} s; ≤ 1 status "
         f"request/s per task | p50 ≤ 0.5 s, p95 ≤ 1.5 s: p95 ✓; p50 ✓ {6 - missed} of 6"
-        + (f" ({missed} a few hundredths over: polling once a second puts the median wait at 0.5 s by itself)" if missed else "")
+        + (
+            f" ({missed} a few hundredths over: polling once a second puts the median wait at 0.5 s by itself)"
+            if missed
+            else ""
+        )
         + " |",
         f"| 50 concurrent tasks (L = 2 s) | {many[1].split(';')[0]} | ≤ 1.3×: {many[3].replace('**', '')} "
         "(finishing 50 results costs ~0.7 s of CPU on 2 cores) |",
@@ -61,8 +66,12 @@ def reliability_markdown() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"options": cell_options_markdown, "commands": commands_markdown, "settings": settings_markdown,
-          "reliability": reliability_markdown}
+TABLES = {
+    "options": cell_options_markdown,
+    "commands": commands_markdown,
+    "settings": settings_markdown,
+    "reliability": reliability_markdown,
+}
 
 
 def refresh(text: str) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from s3_server import S3Server, running_s3_server, serving_folder
 
 from nanobanana_magic.emulator import Emulator
 
@@ -33,8 +36,7 @@ def emulator(emulator_server):
 def client(emulator):
     from nanobanana_magic import NanoBananaClient
 
-    c = NanoBananaClient(api_key=API_KEY, base_url=emulator.base_url, backoff=0.01, backoff_max=0.05,
-                         read_timeout=2.0)
+    c = NanoBananaClient(api_key=API_KEY, base_url=emulator.base_url, backoff=0.01, backoff_max=0.05, read_timeout=2.0)
     yield c
     c.close()
 
@@ -65,6 +67,30 @@ def shell(emulator, tmp_path, monkeypatch):
 def kernel_env(emulator, tmp_path):
     """Environment for a real kernel run through nbclient, pointed at the emulator."""
     env = dict(os.environ)
-    env.update(NANOBANANA_API_KEY=API_KEY, NANOBANANA_BASE_URL=emulator.base_url,
-               NANOBANANA_OUTPUT_DIR=str(tmp_path / "out"))
+    env.update(
+        NANOBANANA_API_KEY=API_KEY, NANOBANANA_BASE_URL=emulator.base_url, NANOBANANA_OUTPUT_DIR=str(tmp_path / "out")
+    )
     return env
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    return s3_server.new_bucket()
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """(a folder, the http:// URL that serves it)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    with serving_folder(folder) as base_url:
+        yield folder, base_url

@@ -10,9 +10,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
@@ -41,17 +42,24 @@ def code_cell(source: str, *tags: str) -> NotebookNode:
     return cell
 
 
-def new_notebook(*cells: "str | NotebookNode") -> NotebookNode:
+def new_notebook(*cells: str | NotebookNode) -> NotebookNode:
     """A notebook of code cells (strings become untagged cells)."""
     return nbformat.v4.new_notebook(cells=[code_cell(c) if isinstance(c, str) else c for c in cells])
 
 
-def execute_notebook(notebook: NotebookNode, cwd: Path, env: dict[str, str], *, timeout: float = 60,
-                     on_cell_executed: Callable[..., Any] | None = None) -> NotebookNode:
+def execute_notebook(
+    notebook: NotebookNode,
+    cwd: Path,
+    env: dict[str, str],
+    *,
+    timeout: float = 60,
+    on_cell_executed: Callable[..., Any] | None = None,
+) -> NotebookNode:
     """Execute all cells in a fresh kernel started in `cwd` with `env`; returns the notebook
     after a JSON round trip (what a saved file holds). Raises CellExecutionError like nbclient."""
-    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}}
+    )
     if on_cell_executed is not None:
         client.on_cell_executed = on_cell_executed
     client.execute(env=env)
@@ -92,13 +100,15 @@ class LiveKernel:
 def live_kernel(cwd: Path, env: dict[str, str], *, timeout: float = 60) -> Iterator[LiveKernel]:
     """A fresh kernel in `cwd` with `env`, shut down (or cleaned up after a kill) on exit."""
     notebook = nbformat.v4.new_notebook()
-    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}}
+    )
     with client.setup_kernel(env=env):
         yield LiveKernel(client)
 
 
 # -- reading outputs --------------------------------------------------------------------
+
 
 def outputs(cell: NotebookNode, output_type: str | None = None) -> list[NotebookNode]:
     """The cell's outputs, optionally of one type (display_data, error, stream, ...)."""

@@ -6,8 +6,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from nanobanana_magic.core.secret import as_key
 from nanobanana_magic.session.settings import Settings
@@ -17,8 +18,14 @@ T = TypeVar("T")
 FAST_SCHEDULE: tuple[tuple[float, float], ...] = ((1e9, 0.05),)
 # Small backoff so retries cost milliseconds; backoff_max stays above 1 s so that a
 # Retry-After of one second is honoured rather than capped.
-FAST_CLIENT: dict[str, Any] = {"backoff": 0.01, "backoff_max": 2.0, "retries": 2,
-                               "connect_timeout": 2.0, "read_timeout": 5.0, "download_timeout": 5.0}
+FAST_CLIENT: dict[str, Any] = {
+    "backoff": 0.01,
+    "backoff_max": 2.0,
+    "retries": 2,
+    "connect_timeout": 2.0,
+    "read_timeout": 5.0,
+    "download_timeout": 5.0,
+}
 
 
 _SETTING_OF = {"backoff": "retry_backoff", "backoff_max": "retry_backoff_max"}
@@ -28,8 +35,9 @@ class SessionSettings:
     """`Settings` for a Session without IPython, pointed at an emulator, fast schedule and client."""
 
     @staticmethod
-    def for_emulator(base_url: str, key: str, output_dir: "str | Path", *, client_options: dict | None = None,
-                     **overrides: Any) -> Settings:
+    def for_emulator(
+        base_url: str, key: str, output_dir: str | Path, *, client_options: dict | None = None, **overrides: Any
+    ) -> Settings:
         client = {_SETTING_OF.get(k, k): v for k, v in {**FAST_CLIENT, **(client_options or {})}.items()}
         values = {"timeout": 30.0, "cache": False, "poll_schedule": FAST_SCHEDULE, **client, **overrides}
         return Settings(api_key=as_key(key), base_url=base_url, output_dir=str(output_dir), **values)
@@ -56,7 +64,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "c
         pause.wait(0.01)
 
 
-def run_log_records(output_dir: "str | Path") -> list[dict[str, Any]]:
+def run_log_records(output_dir: str | Path) -> list[dict[str, Any]]:
     """Every JSON line of ``output_dir/runs.jsonl`` (empty when there is none)."""
     path = Path(output_dir) / "runs.jsonl"
     if not path.is_file():
@@ -64,6 +72,6 @@ def run_log_records(output_dir: "str | Path") -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_log_task_ids(output_dir: "str | Path") -> set[str]:
+def run_log_task_ids(output_dir: str | Path) -> set[str]:
     """Task ids named anywhere in the run log."""
     return {str(record.get("task_id")) for record in run_log_records(output_dir)}

@@ -1,7 +1,7 @@
 """Storage servers on loopback for the upload tests: an S3-compatible one (moto's server
 mode, so s3fs does real HTTP) and a plain HTTP server over a folder (the `file://` case).
 
-Import the fixtures into a test module: `from s3_server import s3_server, s3_bucket, http_folder`.
+The fixtures `s3_server`, `s3_bucket` and `http_folder` (in conftest.py) are built on these.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import functools
 import http.server
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 # Random per run, so tests can search every message for them.
 S3_KEY = "AKIA" + secrets.token_hex(8).upper()
@@ -29,15 +28,25 @@ class S3Server:
 
     def options(self, **extra: Any) -> dict[str, Any]:
         """s3fs storage options for this server, with the run's dummy credentials."""
-        return {"endpoint_url": self.endpoint_url, "key": S3_KEY, "secret": S3_SECRET,
-                "client_kwargs": {"region_name": S3_REGION}, **extra}
+        return {
+            "endpoint_url": self.endpoint_url,
+            "key": S3_KEY,
+            "secret": S3_SECRET,
+            "client_kwargs": {"region_name": S3_REGION},
+            **extra,
+        }
 
     def client(self) -> Any:
         """A boto3 client, to look at the server from outside the code under test."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=S3_KEY,
-                            aws_secret_access_key=S3_SECRET, region_name=S3_REGION)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+            region_name=S3_REGION,
+        )
 
     def new_bucket(self) -> str:
         name = "refs-" + secrets.token_hex(6)
@@ -80,26 +89,3 @@ def serving_folder(folder: Path) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
-    with running_s3_server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_bucket(s3_server: S3Server) -> str:
-    """A new, empty bucket on the session's S3 server."""
-    return s3_server.new_bucket()
-
-
-@pytest.fixture
-def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """(a folder, the http:// URL that serves it)."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-    with serving_folder(folder) as base_url:
-        yield folder, base_url

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parent.parent / "docs"  # the README's screenshots
 TIMEOUT_MS = 60_000
 
@@ -60,12 +68,27 @@ class JupyterServer:
             path.mkdir(parents=True, exist_ok=True)
         notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOBANANA_", "JUPYTER"))}
-        env.update(HOME=str(base / "home"), JUPYTER_CONFIG_DIR=str(base / "config"),
-                   JUPYTER_DATA_DIR=str(base / "data"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-                   JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"))
-        command = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-                   f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}", *APP_ARGS[app]]
+        env.update(
+            HOME=str(base / "home"),
+            JUPYTER_CONFIG_DIR=str(base / "config"),
+            JUPYTER_DATA_DIR=str(base / "data"),
+            JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+            JUPYTERLAB_SETTINGS_DIR=str(settings),
+            JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        )
+        command = [
+            sys.executable,
+            "-m",
+            app,
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            *APP_ARGS[app],
+        ]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, env=env, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -150,12 +173,14 @@ def write_notebook(path: Path, emulator, cells: list[str], poll_interval: float 
     """A notebook whose first cell points the extension at `emulator`, then `cells`."""
     import nbformat
 
-    setup = "\n".join([
-        "%load_ext nanobanana_magic",
-        f"%config NanoBananaMagics.base_url = '{emulator.base_url}'",
-        f"%config NanoBananaMagics.api_key = '{emulator.api_key}'",
-        f"%config NanoBananaMagics.poll_schedule = [[1e9, {poll_interval}]]",
-    ])
+    setup = "\n".join(
+        [
+            "%load_ext nanobanana_magic",
+            f"%config NanoBananaMagics.base_url = '{emulator.base_url}'",
+            f"%config NanoBananaMagics.api_key = '{emulator.api_key}'",
+            f"%config NanoBananaMagics.poll_schedule = [[1e9, {poll_interval}]]",
+        ]
+    )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in [setup, *cells]])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, path)
@@ -187,8 +212,16 @@ OPEN_NOTEBOOK = {"jupyterlab": open_in_lab, "notebook": open_in_notebook7}
 
 
 @contextmanager
-def notebook_page(server: JupyterServer, tmp_path: Path, name: str, emulator, cells: list[str], *,
-                  viewport: dict, poll_interval: float = 0.2) -> Iterator:
+def notebook_page(
+    server: JupyterServer,
+    tmp_path: Path,
+    name: str,
+    emulator,
+    cells: list[str],
+    *,
+    viewport: dict,
+    poll_interval: float = 0.2,
+) -> Iterator:
     """A fresh notebook open in headless Chromium, its kernel idle (in Lab, the file browser hidden).
 
     On failure, keeps the page screenshot and the server log in `tmp_path`.
@@ -230,8 +263,9 @@ def save_screenshot(page, tmp_path: Path, name: str, clip: dict | None = None) -
 def test_panel_generates_images_in_jupyterlab(lab, emulator_for_lab, tmp_path):
     from playwright.sync_api import expect
 
-    with notebook_page(lab, tmp_path, "panel", emulator_for_lab, ["%nanobanana panel"],
-                       viewport={"width": 1280, "height": 900}) as page:
+    with notebook_page(
+        lab, tmp_path, "panel", emulator_for_lab, ["%nanobanana panel"], viewport={"width": 1280, "height": 900}
+    ) as page:
         panel = drive_the_panel(page, expect, emulator_for_lab)
         panel.evaluate("el => el.scrollIntoView({block: 'start'})")
         page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer").evaluate("el => el.scrollBy(0, -12)")
@@ -242,8 +276,14 @@ def test_panel_generates_images_in_notebook7(notebook7, emulator_for_lab, tmp_pa
     """The same panel, unchanged, in Jupyter Notebook 7's one-document page."""
     from playwright.sync_api import expect
 
-    with notebook_page(notebook7, tmp_path, "panel-notebook7", emulator_for_lab, ["%nanobanana panel"],
-                       viewport={"width": 1280, "height": 900}) as page:
+    with notebook_page(
+        notebook7,
+        tmp_path,
+        "panel-notebook7",
+        emulator_for_lab,
+        ["%nanobanana panel"],
+        viewport={"width": 1280, "height": 900},
+    ) as page:
         panel = drive_the_panel(page, expect, emulator_for_lab)
         panel.evaluate("el => el.scrollIntoView({block: 'start'})")
         page.screenshot(path=str(tmp_path / "panel-notebook7.png"))
@@ -266,8 +306,13 @@ def drive_the_panel(page, expect, emulator):
     prompt = panel.locator(".widget-textarea textarea").first
     generate = panel.locator(".nanobanana-generate")
     gallery_images = panel.locator(".nanobanana-gallery img")
-    for count, text in enumerate(["a banana-shaped lighthouse on a cliff at dusk, watercolour",
-                                  "a cozy reading nook made of banana leaves, soft morning light"], start=1):
+    for count, text in enumerate(
+        [
+            "a banana-shaped lighthouse on a cliff at dusk, watercolour",
+            "a cozy reading nook made of banana leaves, soft morning light",
+        ],
+        start=1,
+    ):
         prompt.fill(text)
         expect(generate).to_be_enabled()
         generate.click()
@@ -291,8 +336,9 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
 
     emu = held_emulator
     cells = [GENERATE_CELL, "1 + 1", "%%nanobanana -a 7:3\nx"]
-    with notebook_page(lab, tmp_path, "lisbon", emu, cells, viewport={"width": 1100, "height": 840},
-                       poll_interval=0.25) as page:
+    with notebook_page(
+        lab, tmp_path, "lisbon", emu, cells, viewport={"width": 1100, "height": 840}, poll_interval=0.25
+    ) as page:
         notebook_cells = page.locator(".jp-Notebook .jp-Cell")
         generating, second, failing = (notebook_cells.nth(i) for i in (1, 2, 3))
         outputs = generating.locator(".jp-OutputArea-child")
@@ -336,8 +382,9 @@ def test_cell_shows_live_status_then_the_image_in_place(lab, held_emulator, tmp_
         # (5) a bad request fails the cell with one line, no traceback
         run_cell(page, 3)
         error = failing.locator(".jp-OutputArea-output")
-        expect(error).to_have_text(re.compile(
-            r"^InvalidRequestError: aspect ratio '7:3' is not supported; use one of [0-9: ]+ auto\s*$"))
+        expect(error).to_have_text(
+            re.compile(r"^InvalidRequestError: aspect ratio '7:3' is not supported; use one of [0-9: ]+ auto\s*$")
+        )
         assert "\n" not in error.inner_text().strip()
         expect(error).not_to_contain_text("Traceback")
         expect(failing.locator(".jp-OutputArea-child")).to_have_count(1)
@@ -351,6 +398,10 @@ def save_cell_screenshot(page, tmp_path: Path, first, last) -> None:
     first.evaluate("el => el.scrollIntoView({block: 'start'})")
     cells = last.bounding_box()
     status_bar = page.locator("#jp-main-statusbar").bounding_box()
-    clip = {"x": 0, "y": 0, "width": page.viewport_size["width"],
-            "height": min(status_bar["y"], cells["y"] + cells["height"] + 6)}
+    clip = {
+        "x": 0,
+        "y": 0,
+        "width": page.viewport_size["width"],
+        "height": min(status_bar["y"], cells["y"] + cells["height"] + 6),
+    }
     save_screenshot(page, tmp_path, "cell.png", clip)

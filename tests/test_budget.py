@@ -14,7 +14,14 @@ import threading
 import pytest
 
 from nanobanana_magic.http.budget import (
-    DEFAULT_RATE, MAX_RETRY_AFTER, MIN_RATE, POLL, POLL_LIKELY_DONE, SUBMIT, RequestBudget, poll_priority,
+    DEFAULT_RATE,
+    MAX_RETRY_AFTER,
+    MIN_RATE,
+    POLL,
+    POLL_LIKELY_DONE,
+    SUBMIT,
+    RequestBudget,
+    poll_priority,
 )
 
 
@@ -240,11 +247,13 @@ def stepped(rate: float) -> tuple[RequestBudget, SteppedTime]:
 def start_waiters(budget: RequestBudget, time: SteppedTime, names_and_priorities, served: list) -> list:
     threads = []
     for name, priority in names_and_priorities:
+
         def run(name=name, priority=priority):
             ok = budget.acquire(priority)
             with time.condition:
                 served.append((name, ok))
                 time.condition.notify_all()
+
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         threads.append(thread)
@@ -257,8 +266,18 @@ def test_submits_go_before_waiting_polls():
     budget, time = stepped(1)
     assert budget.acquire(SUBMIT)  # the window is full until t = 1
     served: list = []
-    threads = start_waiters(budget, time, [("poll-a", POLL), ("poll-b", POLL), ("likely-done", POLL_LIKELY_DONE),
-                                           ("submit-a", SUBMIT), ("submit-b", SUBMIT)], served)
+    threads = start_waiters(
+        budget,
+        time,
+        [
+            ("poll-a", POLL),
+            ("poll-b", POLL),
+            ("likely-done", POLL_LIKELY_DONE),
+            ("submit-a", SUBMIT),
+            ("submit-b", SUBMIT),
+        ],
+        served,
+    )
     for step in range(1, 6):
         time.advance(1.0)
         time.until(lambda: len(served) == step, f"start {step}")

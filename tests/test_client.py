@@ -6,13 +6,22 @@ import socket
 
 import pytest
 import requests
-
 from conftest import API_KEY
-from nanobanana_magic import (AuthenticationError, GenerationRequest, InsufficientCreditsError,
-                              InvalidRequestError, NanoBananaClient, NanoBananaError, NetworkError,
-                              RateLimitError, ServiceUnavailableError, TaskFailedError)
-from nanobanana_magic.core.status import TaskStatus
+
+from nanobanana_magic import (
+    AuthenticationError,
+    GenerationRequest,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NanoBananaClient,
+    NanoBananaError,
+    NetworkError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TaskFailedError,
+)
 from nanobanana_magic.core.errors import DownloadError
+from nanobanana_magic.core.status import TaskStatus
 
 FAST = [[1e9, 0.02]]
 
@@ -57,10 +66,18 @@ def test_credits_go_down_by_resolution(client, emulator):
 
 
 @pytest.mark.parametrize("style", ["http", "json"])
-@pytest.mark.parametrize("code, error_class", [
-    (400, InvalidRequestError), (401, AuthenticationError), (402, InsufficientCreditsError),
-    (403, NanoBananaError), (404, NanoBananaError), (422, InvalidRequestError), (505, NanoBananaError),
-])
+@pytest.mark.parametrize(
+    "code, error_class",
+    [
+        (400, InvalidRequestError),
+        (401, AuthenticationError),
+        (402, InsufficientCreditsError),
+        (403, NanoBananaError),
+        (404, NanoBananaError),
+        (422, InvalidRequestError),
+        (505, NanoBananaError),
+    ],
+)
 def test_error_codes_map_to_classes_whether_http_status_or_json_code(client, emulator, style, code, error_class):
     emulator.inject("submit", "status", status=code, style=style)
     with pytest.raises(error_class) as info:
@@ -195,8 +212,9 @@ def test_broken_downloads_are_retried(client, emulator, kind):
     assert generation.wait(timeout=10).image is not None
 
 
-@pytest.mark.parametrize("kind, match", [("not_found", "expired"), ("wrong_type", "not an image"),
-                                         ("bomb", "too many pixels")])
+@pytest.mark.parametrize(
+    "kind, match", [("not_found", "expired"), ("wrong_type", "not an image"), ("bomb", "too many pixels")]
+)
 def test_unusable_downloads_are_download_errors(client, emulator, kind, match):
     emulator.inject("download", kind, count=10)
     generation = client.generate(request())
@@ -214,16 +232,19 @@ def test_download_size_is_capped(emulator):
         generation.wait(timeout=20)
 
 
-@pytest.mark.parametrize("data, state, url", [
-    ({"successFlag": "1", "response": {"resultImageUrl": "https://f/x.png"}}, "succeeded", "https://f/x.png"),
-    ({"successFlag": 1, "response": None}, "pending", None),
-    ({"successFlag": 1, "response": {"resultImageUrl": ""}}, "pending", None),
-    ({"successFlag": None, "response": None, "completeTime": ""}, "pending", None),
-    ({"successFlag": "", "extra": {"nested": True}}, "pending", None),
-    ({"successFlag": "3", "errorMessage": "nope", "errorCode": 400}, "failed", None),
-    ({"successFlag": 2, "errorMessage": None, "errorCode": None}, "failed", None),
-    (None, "pending", None),
-])
+@pytest.mark.parametrize(
+    "data, state, url",
+    [
+        ({"successFlag": "1", "response": {"resultImageUrl": "https://f/x.png"}}, "succeeded", "https://f/x.png"),
+        ({"successFlag": 1, "response": None}, "pending", None),
+        ({"successFlag": 1, "response": {"resultImageUrl": ""}}, "pending", None),
+        ({"successFlag": None, "response": None, "completeTime": ""}, "pending", None),
+        ({"successFlag": "", "extra": {"nested": True}}, "pending", None),
+        ({"successFlag": "3", "errorMessage": "nope", "errorCode": 400}, "failed", None),
+        ({"successFlag": 2, "errorMessage": None, "errorCode": None}, "failed", None),
+        (None, "pending", None),
+    ],
+)
 def test_record_info_parsing_tolerates_nulls_strings_and_extras(data, state, url):
     status = TaskStatus.from_data("t1", data)
     assert status.state == state and status.result_url == url and status.task_id == "t1"

@@ -56,19 +56,32 @@ def _records(source: Path, *, splits: bool = True) -> list[dict]:
             metadata["split"] = "test" if i in (1, 5, 10) else "train"
             if metadata["split"] == "train" and i % 4 == 0:
                 metadata["note"] = "first of four"  # a column the test split never has
-        record = {"task_id": task_id, "status": status, "file": name if sha else None, "sha256": sha,
-                  "request": {"prompt": f"a {metadata['label']} number {i}", "aspectRatio": "1:1" if i < 6 else "16:9",
-                              "resolution": "2K" if i in (3, 7) else "1K", "googleSearch": False,
-                              "outputFormat": ext if ext == "png" else "jpg"},
-                  "submitted": f"2026-01-01T10:{i:02d}:00+00:00", "finished": f"2026-01-01T10:{i:02d}:07+00:00",
-                  "elapsed_s": 7.0, "metadata": metadata}
+        record = {
+            "task_id": task_id,
+            "status": status,
+            "file": name if sha else None,
+            "sha256": sha,
+            "request": {
+                "prompt": f"a {metadata['label']} number {i}",
+                "aspectRatio": "1:1" if i < 6 else "16:9",
+                "resolution": "2K" if i in (3, 7) else "1K",
+                "googleSearch": False,
+                "outputFormat": ext if ext == "png" else "jpg",
+            },
+            "submitted": f"2026-01-01T10:{i:02d}:00+00:00",
+            "finished": f"2026-01-01T10:{i:02d}:07+00:00",
+            "elapsed_s": 7.0,
+            "metadata": metadata,
+        }
         if i == 3:
-            record["references"] = [{"source": "https://example.test/ref.png", "sha256": None,
-                                     "url": "https://example.test/ref.png"}]
+            record["references"] = [
+                {"source": "https://example.test/ref.png", "sha256": None, "url": "https://example.test/ref.png"}
+            ]
         if i == 6:
-            record["references"] = [{"source": "task003", "sha256": sha, "url": "https://files.test/r3.png"},
-                                     {"source": "/home/me/sketch.png", "sha256": "ab" * 32,
-                                      "url": "https://uploads.test/ab.png"}]
+            record["references"] = [
+                {"source": "task003", "sha256": sha, "url": "https://files.test/r3.png"},
+                {"source": "/home/me/sketch.png", "sha256": "ab" * 32, "url": "https://uploads.test/ab.png"},
+            ]
             record["parents"] = ["task003"]
         records.append(record)
     (source / records[11]["file"]).unlink()  # succeeded, but the file was deleted since
@@ -88,8 +101,9 @@ def records(source):
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -120,7 +134,10 @@ def test_imagefolder_loads_with_datasets_with_splits_labels_prompts_and_sizes(tm
         assert (row["label"], row["split"], row["id"]) == (record["metadata"]["label"], record["metadata"]["split"], i)
         assert row["prompt"] == record["request"]["prompt"]
         assert (row["aspect_ratio"], row["resolution"], row["google_search"]) == (
-            record["request"]["aspectRatio"], record["request"]["resolution"], False)
+            record["request"]["aspectRatio"],
+            record["request"]["resolution"],
+            False,
+        )
         assert row["sha256"] == record["sha256"] and row["elapsed_s"] == 7.0
     assert json.loads(by_id["task006"]["references"])[0]["source"] == "task003"
     assert json.loads(by_id["task006"]["parents"]) == ["task003"]
@@ -136,8 +153,15 @@ def test_imagefolder_writes_one_metadata_file_per_split_with_the_same_columns_an
     train, test = _jsonl(dest / "train" / "metadata.jsonl"), _jsonl(dest / "test" / "metadata.jsonl")
     assert not (dest / "metadata.jsonl").exists()
     assert [list(r) for r in train + test] == [list(train[0])] * 9
-    assert list(train[0])[:7] == ["file_name", "prompt", "task_id", "aspect_ratio", "resolution",
-                                  "output_format", "google_search"]
+    assert list(train[0])[:7] == [
+        "file_name",
+        "prompt",
+        "task_id",
+        "aspect_ratio",
+        "resolution",
+        "output_format",
+        "google_search",
+    ]
     for column in ("sha256", "references", "parents", "submitted", "finished", "elapsed_s", "label", "id", "split"):
         assert column in train[0]
     assert {r["file_name"] for r in test} == {"task001.png", "task005.jpg", "task010.png"}
@@ -169,9 +193,14 @@ def test_imagefolder_spills_into_numbered_part_folders_below_the_limit(tmp_path,
     for folder in [dest, *(p for p in dest.rglob("*") if p.is_dir())]:
         assert sum(1 for p in folder.iterdir() if p.is_file()) <= 3, folder
     train = _jsonl(dest / "train" / "metadata.jsonl")
-    assert [r["file_name"] for r in train] == ["task000.png", "task002.jpg", "part-0001/task003.png",
-                                               "part-0001/task006.png", "part-0001/task007.png",
-                                               "part-0002/task008.jpg"]
+    assert [r["file_name"] for r in train] == [
+        "task000.png",
+        "task002.jpg",
+        "part-0001/task003.png",
+        "part-0001/task006.png",
+        "part-0001/task007.png",
+        "part-0002/task008.jpg",
+    ]
     ds = hf("imagefolder", data_dir=str(dest))
     assert ds["train"].num_rows == 6 and ds["train"][5]["image"].size == (18, 28)
 
@@ -200,15 +229,18 @@ def test_imagefolder_card_counts_parameters_dates_endpoint_and_reference_sources
     yaml = pytest.importorskip("yaml")
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["task_categories"] == ["text-to-image"] and front["size_categories"] == ["n<1K"]
-    assert front["configs"][0]["data_files"] == [{"split": "test", "path": "test/**"},
-                                                 {"split": "train", "path": "train/**"}]
+    assert front["configs"][0]["data_files"] == [
+        {"split": "test", "path": "test/**"},
+        {"split": "train", "path": "train/**"},
+    ]
     assert "| train | 6 |" in card and "| test | 3 |" in card
     assert "| resolution | 1K | 7 |" in card and "| resolution | 2K | 2 |" in card
     assert "| aspect_ratio | 1:1 | 5 |" in card and "| aspect_ratio | 16:9 | 4 |" in card
     assert "Submitted 2026-01-01T10:00:00Z to 2026-01-01T10:10:00Z" in card
     assert "`https://api.nanobanana.test/` (9 images)" in card and "pw" not in card and "key=x" not in card
-    assert ("2 of 9 images used reference images (1 URL, 1 generation, 1 local file or upload); "
-            "1 image with parents") in card
+    assert (
+        "2 of 9 images used reference images (1 URL, 1 generation, 1 local file or upload); 1 image with parents"
+    ) in card
     assert 'load_dataset("imagefolder", data_dir="dataset")' in card
     assert hf(str(dest))["test"].num_rows == 3  # the card's `configs` are read when loading the directory itself
 
@@ -224,11 +256,20 @@ def test_webdataset_shards_iterate_and_decode_with_webdataset(tmp_path, source, 
     assert (report.added, report.format, len(report.skipped)) == (9, "webdataset", 3)
     assert sorted(p.name for p in dest.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     with tarfile.open(dest / "shard-000000.tar") as tar:
-        assert tar.getnames() == ["task000.png", "task000.json", "task001.png", "task001.json",
-                                  "task002.jpg", "task002.json", "task003.png", "task003.json"]
+        assert tar.getnames() == [
+            "task000.png",
+            "task000.json",
+            "task001.png",
+            "task001.json",
+            "task002.jpg",
+            "task002.json",
+            "task003.png",
+            "task003.json",
+        ]
     samples = list(wds.WebDataset(str(dest / "shard-{000000..000002}.tar"), shardshuffle=False).decode("pil"))
-    assert [s["__key__"] for s in samples] == [r["task_id"] for r in records if r["task_id"] not in
-                                               ("task004", "task009", "task011")]
+    assert [s["__key__"] for s in samples] == [
+        r["task_id"] for r in records if r["task_id"] not in ("task004", "task009", "task011")
+    ]
     for sample in samples:
         i = int(sample["__key__"][4:])
         image = sample.get("png") or sample.get("jpg")
@@ -300,8 +341,10 @@ def test_report_is_one_line_with_the_skip_reasons(tmp_path, source, records):
     report = export_imagefolder(records + records[:1], tmp_path / "ds", source_dir=source, endpoint=ENDPOINT)
 
     assert isinstance(report, ExportReport)
-    assert str(report) == (f"imagefolder export to {tmp_path / 'ds'}: 9 added, 0 unchanged, 4 skipped "
-                           "(2 failed, 1 file missing, 1 listed twice)")
+    assert str(report) == (
+        f"imagefolder export to {tmp_path / 'ds'}: 9 added, 0 unchanged, 4 skipped "
+        "(2 failed, 1 file missing, 1 listed twice)"
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from reference import cell_options_markdown, commands_markdown, settings_markdown  # noqa: E402
+from reference import cell_options_markdown, commands_markdown, settings_markdown
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 

@@ -14,20 +14,28 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import API_KEY
 from PIL import Image
 from reliability_helpers import SessionSettings, closed_port_url, run_log_task_ids
 
-from nanobanana_magic.emulator import Emulator
-from nanobanana_magic.core.errors import (DownloadError, NanoBananaError, NetworkError, RateLimitError,
-                                     ServiceUnavailableError, TaskFailedError, TaskTimeoutError)
-from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.core.errors import (
+    DownloadError,
+    NanoBananaError,
+    NetworkError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.emulator import Emulator
+from nanobanana_magic.runtime.generation import Generation
 from nanobanana_magic.session.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +56,7 @@ doc = _load_doc_script()
 
 
 # -- the table ------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -70,19 +79,19 @@ class Case:
 
     phase: str
     fault: str
-    expect: str                                   # the documented outcome, in words
-    error: type[NanoBananaError] | None = None    # None: the generation must succeed
-    inject: tuple[str, int, dict] | None = None   # (kind, count, options) for emu.inject(phase, ...)
-    how: str = ""                                 # for faults not made by emu.inject
+    expect: str  # the documented outcome, in words
+    error: type[NanoBananaError] | None = None  # None: the generation must succeed
+    inject: tuple[str, int, dict] | None = None  # (kind, count, options) for emu.inject(phase, ...)
+    how: str = ""  # for faults not made by emu.inject
     arrange: Callable[[Run], None] | None = None
     after_submit: Callable[[Run, Generation], None] | None = None
-    says: str = ""                                # text the error message must contain
-    submits: int | None = None                    # exact number of POST generate-2 the emulator sees
-    tasks: int = 1                                # tasks the emulator creates (never more than one)
-    accepted: bool = True                         # the client received a task id
-    client: dict = field(default_factory=dict)    # client option overrides
-    timeout: float = 30.0                         # the task timeout setting
-    retry_after: float | None = None              # a wait the client must honour before retrying
+    says: str = ""  # text the error message must contain
+    submits: int | None = None  # exact number of POST generate-2 the emulator sees
+    tasks: int = 1  # tasks the emulator creates (never more than one)
+    accepted: bool = True  # the client received a task id
+    client: dict = field(default_factory=dict)  # client option overrides
+    timeout: float = 30.0  # the task timeout setting
+    retry_after: float | None = None  # a wait the client must honour before retrying
     driven_by: str = "Session"
 
     @property
@@ -138,6 +147,7 @@ def _unwritable_output_dir(run: Run) -> None:
 
 def _refuse_polls(recover_after: int | None) -> Callable[[Run, Generation], None]:
     """Point the client at a closed port after the submit; restore it after N failed polls."""
+
     def after_submit(run: Run, generation: Generation) -> None:
         client = run.client
         good_url = client.base_url
@@ -153,6 +163,7 @@ def _refuse_polls(recover_after: int | None) -> Callable[[Run, Generation], None
                 run.emu.finish(g.task_id)
 
         generation.add_listener(listener)
+
     return after_submit
 
 
@@ -171,136 +182,395 @@ FAST_TIMEOUT = {"read_timeout": 0.5}
 
 CASES: list[Case] = [
     # ---- submit: retry only what certainly did not arrive, or 429/455/5xx answers
-    Case("submit", "connection refused", "retried (nothing arrived), then NetworkError", NetworkError,
-         how="base_url -> a closed port", arrange=_refuse_api, says="could not connect",
-         submits=0, tasks=0, accepted=False),
-    Case("submit", "read timeout", MAY_EXIST, NetworkError, inject=("delay", 1, {"seconds": 1.5}),
-         how="client read_timeout 0.5 s", client=FAST_TIMEOUT, says="may exist", submits=1, accepted=False),
-    Case("submit", "connection reset mid-body", MAY_EXIST, NetworkError, inject=("reset", 1, {}),
-         says="may exist", submits=1, accepted=False),
-    Case("submit", "429 with Retry-After", "waits Retry-After, " + RETRIED,
-         inject=("status", 1, {"status": 429, "retry_after": 1, "style": "http"}), submits=2, retry_after=1.0),
-    Case("submit", "429 with Retry-After (JSON code, HTTP 200)", "waits Retry-After, " + RETRIED,
-         inject=("status", 1, {"status": 429, "retry_after": 1, "style": "json"}), submits=2, retry_after=1.0),
-    Case("submit", "429 without Retry-After", RETRIED,
-         inject=("status", 1, {"status": 429, "style": "http"}), submits=2),
-    Case("submit", "429 without Retry-After (JSON code)", RETRIED,
-         inject=("status", 1, {"status": 429, "style": "json"}), submits=2),
-    Case("submit", "429 every time", "retried, then RateLimitError", RateLimitError,
-         inject=("status", EVERY_TIME, {"status": 429, "style": "http"}), says="429",
-         submits=3, tasks=0, accepted=False),
+    Case(
+        "submit",
+        "connection refused",
+        "retried (nothing arrived), then NetworkError",
+        NetworkError,
+        how="base_url -> a closed port",
+        arrange=_refuse_api,
+        says="could not connect",
+        submits=0,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "submit",
+        "read timeout",
+        MAY_EXIST,
+        NetworkError,
+        inject=("delay", 1, {"seconds": 1.5}),
+        how="client read_timeout 0.5 s",
+        client=FAST_TIMEOUT,
+        says="may exist",
+        submits=1,
+        accepted=False,
+    ),
+    Case(
+        "submit",
+        "connection reset mid-body",
+        MAY_EXIST,
+        NetworkError,
+        inject=("reset", 1, {}),
+        says="may exist",
+        submits=1,
+        accepted=False,
+    ),
+    Case(
+        "submit",
+        "429 with Retry-After",
+        "waits Retry-After, " + RETRIED,
+        inject=("status", 1, {"status": 429, "retry_after": 1, "style": "http"}),
+        submits=2,
+        retry_after=1.0,
+    ),
+    Case(
+        "submit",
+        "429 with Retry-After (JSON code, HTTP 200)",
+        "waits Retry-After, " + RETRIED,
+        inject=("status", 1, {"status": 429, "retry_after": 1, "style": "json"}),
+        submits=2,
+        retry_after=1.0,
+    ),
+    Case(
+        "submit", "429 without Retry-After", RETRIED, inject=("status", 1, {"status": 429, "style": "http"}), submits=2
+    ),
+    Case(
+        "submit",
+        "429 without Retry-After (JSON code)",
+        RETRIED,
+        inject=("status", 1, {"status": 429, "style": "json"}),
+        submits=2,
+    ),
+    Case(
+        "submit",
+        "429 every time",
+        "retried, then RateLimitError",
+        RateLimitError,
+        inject=("status", EVERY_TIME, {"status": 429, "style": "http"}),
+        says="429",
+        submits=3,
+        tasks=0,
+        accepted=False,
+    ),
     Case("submit", "455 maintenance", RETRIED, inject=("status", 1, {"status": 455}), submits=2),
-    Case("submit", "455 every time", "retried, then ServiceUnavailableError", ServiceUnavailableError,
-         inject=("status", EVERY_TIME, {"status": 455}), says="maintenance", submits=3, tasks=0, accepted=False),
+    Case(
+        "submit",
+        "455 every time",
+        "retried, then ServiceUnavailableError",
+        ServiceUnavailableError,
+        inject=("status", EVERY_TIME, {"status": 455}),
+        says="maintenance",
+        submits=3,
+        tasks=0,
+        accepted=False,
+    ),
     Case("submit", "500 (JSON code)", RETRIED, inject=("status", 1, {"status": 500}), submits=2),
     Case("submit", "502 (HTTP)", RETRIED, inject=("status", 1, {"status": 502, "style": "http"}), submits=2),
     Case("submit", "503 (HTTP)", RETRIED, inject=("status", 1, {"status": 503, "style": "http"}), submits=2),
-    Case("submit", "503 every time", "retried, then ServiceUnavailableError", ServiceUnavailableError,
-         inject=("status", EVERY_TIME, {"status": 503, "style": "http"}), says="503",
-         submits=3, tasks=0, accepted=False),
-    Case("submit", "malformed JSON", "not retried: ServiceUnavailableError quoting the body",
-         ServiceUnavailableError, inject=("malformed", 1, {}), says="not JSON", submits=1, tasks=0, accepted=False),
-    Case("submit", "HTML page with status 200", "not retried: ServiceUnavailableError quoting the page",
-         ServiceUnavailableError, inject=("html", 1, {"status": 200}), says="not JSON",
-         submits=1, tasks=0, accepted=False),
-    Case("submit", "HTML proxy page with status 502", RETRIED,
-         inject=("html", 1, {"status": 502}), submits=2),
-
+    Case(
+        "submit",
+        "503 every time",
+        "retried, then ServiceUnavailableError",
+        ServiceUnavailableError,
+        inject=("status", EVERY_TIME, {"status": 503, "style": "http"}),
+        says="503",
+        submits=3,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "submit",
+        "malformed JSON",
+        "not retried: ServiceUnavailableError quoting the body",
+        ServiceUnavailableError,
+        inject=("malformed", 1, {}),
+        says="not JSON",
+        submits=1,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "submit",
+        "HTML page with status 200",
+        "not retried: ServiceUnavailableError quoting the page",
+        ServiceUnavailableError,
+        inject=("html", 1, {"status": 200}),
+        says="not JSON",
+        submits=1,
+        tasks=0,
+        accepted=False,
+    ),
+    Case("submit", "HTML proxy page with status 502", RETRIED, inject=("html", 1, {"status": 502}), submits=2),
     # ---- poll: GETs are safe to retry; a task only fails on the API's word or after 20 failed polls
-    Case("poll", "connection refused for two polls", "polled again, succeeded",
-         how="client base_url -> a closed port after the submit, restored after 2 failed polls",
-         arrange=_manual_latency, after_submit=_refuse_polls(2)),
-    Case("poll", "connection refused for good", "gives up after 20 failed polls: NetworkError (may still finish)",
-         NetworkError, how="client base_url -> a closed port after the submit",
-         arrange=_manual_latency, after_submit=_refuse_polls(None), says="lost contact"),
-    Case("poll", "read timeout", RETRIED, inject=("delay", 1, {"seconds": 1.5}),
-         how="client read_timeout 0.5 s", client=FAST_TIMEOUT),
+    Case(
+        "poll",
+        "connection refused for two polls",
+        "polled again, succeeded",
+        how="client base_url -> a closed port after the submit, restored after 2 failed polls",
+        arrange=_manual_latency,
+        after_submit=_refuse_polls(2),
+    ),
+    Case(
+        "poll",
+        "connection refused for good",
+        "gives up after 20 failed polls: NetworkError (may still finish)",
+        NetworkError,
+        how="client base_url -> a closed port after the submit",
+        arrange=_manual_latency,
+        after_submit=_refuse_polls(None),
+        says="lost contact",
+    ),
+    Case(
+        "poll",
+        "read timeout",
+        RETRIED,
+        inject=("delay", 1, {"seconds": 1.5}),
+        how="client read_timeout 0.5 s",
+        client=FAST_TIMEOUT,
+    ),
     Case("poll", "connection reset mid-body", RETRIED, inject=("reset", 1, {})),
-    Case("poll", "429 with Retry-After", "waits Retry-After, " + RETRIED,
-         inject=("status", 1, {"status": 429, "retry_after": 1, "style": "http"}), retry_after=1.0),
+    Case(
+        "poll",
+        "429 with Retry-After",
+        "waits Retry-After, " + RETRIED,
+        inject=("status", 1, {"status": 429, "retry_after": 1, "style": "http"}),
+        retry_after=1.0,
+    ),
     Case("poll", "429 without Retry-After (JSON code)", RETRIED, inject=("status", 1, {"status": 429})),
     Case("poll", "455 maintenance", RETRIED, inject=("status", 1, {"status": 455})),
     Case("poll", "500 (JSON code)", RETRIED, inject=("status", 1, {"status": 500})),
     Case("poll", "502 (HTTP)", RETRIED, inject=("status", 1, {"status": 502, "style": "http"})),
     Case("poll", "503 (HTTP)", RETRIED, inject=("status", 1, {"status": 503, "style": "http"})),
-    Case("poll", "503 every time", "gives up after 20 failed polls: ServiceUnavailableError",
-         ServiceUnavailableError, inject=("status", EVERY_TIME, {"status": 503, "style": "http"}),
-         says="lost contact"),
+    Case(
+        "poll",
+        "503 every time",
+        "gives up after 20 failed polls: ServiceUnavailableError",
+        ServiceUnavailableError,
+        inject=("status", EVERY_TIME, {"status": 503, "style": "http"}),
+        says="lost contact",
+    ),
     Case("poll", "malformed JSON", RETRIED, inject=("malformed", 1, {})),
     Case("poll", "HTML page with status 200", RETRIED, inject=("html", 1, {"status": 200})),
-    Case("poll", "64 MB JSON answer", "not read (4 MB cap), polled again, succeeded",
-         inject=("huge_json", 1, {"megabytes": 64})),
-    Case("poll", "successFlag 2 (CREATE_TASK_FAILED)", "TaskFailedError naming errorMessage", TaskFailedError,
-         how="emu.fail_next(flag=2)", arrange=_fail_next(2, "could not create the task"),
-         says="could not create the task"),
-    Case("poll", "successFlag 3 (GENERATE_FAILED)", "TaskFailedError naming errorMessage", TaskFailedError,
-         how="emu.fail_next(flag=3)", arrange=_fail_next(3, "flagged by content policy"),
-         says="flagged by content policy"),
-    Case("poll", "task never finishes", "TaskTimeoutError after the timeout (may still finish)",
-         TaskTimeoutError, how="emu.never_finish_next(); timeout 0.5 s", arrange=_never_finish,
-         timeout=0.5, says="did not finish"),
-
+    Case(
+        "poll",
+        "64 MB JSON answer",
+        "not read (4 MB cap), polled again, succeeded",
+        inject=("huge_json", 1, {"megabytes": 64}),
+    ),
+    Case(
+        "poll",
+        "successFlag 2 (CREATE_TASK_FAILED)",
+        "TaskFailedError naming errorMessage",
+        TaskFailedError,
+        how="emu.fail_next(flag=2)",
+        arrange=_fail_next(2, "could not create the task"),
+        says="could not create the task",
+    ),
+    Case(
+        "poll",
+        "successFlag 3 (GENERATE_FAILED)",
+        "TaskFailedError naming errorMessage",
+        TaskFailedError,
+        how="emu.fail_next(flag=3)",
+        arrange=_fail_next(3, "flagged by content policy"),
+        says="flagged by content policy",
+    ),
+    Case(
+        "poll",
+        "task never finishes",
+        "TaskTimeoutError after the timeout (may still finish)",
+        TaskTimeoutError,
+        how="emu.never_finish_next(); timeout 0.5 s",
+        arrange=_never_finish,
+        timeout=0.5,
+        says="did not finish",
+    ),
     # ---- download: the file host, without the key; broken bytes are retried, gone URLs are not
-    Case("download", "connection refused", "retried, then DownloadError", DownloadError,
-         how="emu.files_base_url -> a closed port", arrange=_refuse_files, says="broke off"),
-    Case("download", "read timeout", RETRIED, inject=("delay", 1, {"seconds": 1.5}),
-         how="client download_timeout 0.5 s", client={"download_timeout": 0.5}),
+    Case(
+        "download",
+        "connection refused",
+        "retried, then DownloadError",
+        DownloadError,
+        how="emu.files_base_url -> a closed port",
+        arrange=_refuse_files,
+        says="broke off",
+    ),
+    Case(
+        "download",
+        "read timeout",
+        RETRIED,
+        inject=("delay", 1, {"seconds": 1.5}),
+        how="client download_timeout 0.5 s",
+        client={"download_timeout": 0.5},
+    ),
     Case("download", "connection reset mid-body", RETRIED, inject=("reset", 1, {})),
-    Case("download", "429 with Retry-After", "waits Retry-After, " + RETRIED,
-         inject=("status", 1, {"status": 429, "retry_after": 1}), retry_after=1.0),
+    Case(
+        "download",
+        "429 with Retry-After",
+        "waits Retry-After, " + RETRIED,
+        inject=("status", 1, {"status": 429, "retry_after": 1}),
+        retry_after=1.0,
+    ),
     Case("download", "429 without Retry-After", RETRIED, inject=("status", 1, {"status": 429})),
     Case("download", "500", RETRIED, inject=("status", 1, {"status": 500})),
     Case("download", "502", RETRIED, inject=("status", 1, {"status": 502})),
     Case("download", "503", RETRIED, inject=("status", 1, {"status": 503})),
-    Case("download", "503 every time", "retried, then DownloadError", DownloadError,
-         inject=("status", EVERY_TIME, {"status": 503}), says="503"),
-    Case("download", "result URL 404 (expired)", "not retried: DownloadError saying it expired", DownloadError,
-         inject=("not_found", 1, {}), says="expired"),
-    Case("download", "result URL 410 Gone", "not retried: DownloadError saying it expired", DownloadError,
-         inject=("status", 1, {"status": 410}), says="expired"),
+    Case(
+        "download",
+        "503 every time",
+        "retried, then DownloadError",
+        DownloadError,
+        inject=("status", EVERY_TIME, {"status": 503}),
+        says="503",
+    ),
+    Case(
+        "download",
+        "result URL 404 (expired)",
+        "not retried: DownloadError saying it expired",
+        DownloadError,
+        inject=("not_found", 1, {}),
+        says="expired",
+    ),
+    Case(
+        "download",
+        "result URL 410 Gone",
+        "not retried: DownloadError saying it expired",
+        DownloadError,
+        inject=("status", 1, {"status": 410}),
+        says="expired",
+    ),
     Case("download", "truncated image", RETRIED, inject=("truncate", 1, {})),
-    Case("download", "truncated every time", "retried, then DownloadError", DownloadError,
-         inject=("truncate", EVERY_TIME, {}), says="broke off"),
+    Case(
+        "download",
+        "truncated every time",
+        "retried, then DownloadError",
+        DownloadError,
+        inject=("truncate", EVERY_TIME, {}),
+        says="broke off",
+    ),
     Case("download", "corrupt image bytes", RETRIED, inject=("corrupt", 1, {})),
-    Case("download", "corrupt every time", "retried, then DownloadError", DownloadError,
-         inject=("corrupt", EVERY_TIME, {}), says="truncated or corrupt"),
-    Case("download", "HTML page with status 200", "not retried: DownloadError (not an image)", DownloadError,
-         inject=("html", 1, {"status": 200}), says="not an image"),
-    Case("download", "image over the pixel limit", "not decoded: DownloadError (too many pixels)", DownloadError,
-         inject=("bomb", 1, {}), says="too many pixels"),
-
+    Case(
+        "download",
+        "corrupt every time",
+        "retried, then DownloadError",
+        DownloadError,
+        inject=("corrupt", EVERY_TIME, {}),
+        says="truncated or corrupt",
+    ),
+    Case(
+        "download",
+        "HTML page with status 200",
+        "not retried: DownloadError (not an image)",
+        DownloadError,
+        inject=("html", 1, {"status": 200}),
+        says="not an image",
+    ),
+    Case(
+        "download",
+        "image over the pixel limit",
+        "not decoded: DownloadError (too many pixels)",
+        DownloadError,
+        inject=("bomb", 1, {}),
+        says="too many pixels",
+    ),
     # ---- save: the disk; refused before paying when possible, else the task stays in the run log
-    Case("save", "output_dir is a file", "nothing submitted: one-line error naming output_dir", NanoBananaError,
-         how="a file at output_dir", arrange=_file_in_the_way, says="output_dir", submits=0, tasks=0,
-         accepted=False),
-    Case("save", "output_dir cannot be created", "nothing submitted: one-line error naming output_dir",
-         NanoBananaError, how="output_dir under /proc", arrange=_unwritable_output_dir, says="output_dir",
-         submits=0, tasks=0, accepted=False),
-    Case("save", "output_dir replaced by a file mid-task", "error naming the problem; task id stays in the run log",
-         NanoBananaError, how="directory moved away and a file put in its place after the submit",
-         arrange=_manual_latency, after_submit=_replace_output_dir, says="could not save"),
+    Case(
+        "save",
+        "output_dir is a file",
+        "nothing submitted: one-line error naming output_dir",
+        NanoBananaError,
+        how="a file at output_dir",
+        arrange=_file_in_the_way,
+        says="output_dir",
+        submits=0,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "save",
+        "output_dir cannot be created",
+        "nothing submitted: one-line error naming output_dir",
+        NanoBananaError,
+        how="output_dir under /proc",
+        arrange=_unwritable_output_dir,
+        says="output_dir",
+        submits=0,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "save",
+        "output_dir replaced by a file mid-task",
+        "error naming the problem; task id stays in the run log",
+        NanoBananaError,
+        how="directory moved away and a file put in its place after the submit",
+        arrange=_manual_latency,
+        after_submit=_replace_output_dir,
+        says="could not save",
+    ),
 ]
 
 CELL_CASES: list[Case] = [
-    Case("submit", "429 without Retry-After", RETRIED, inject=("status", 1, {"status": 429, "style": "http"}),
-         submits=2, driven_by="cell"),
-    Case("submit", "connection reset mid-body", MAY_EXIST, NetworkError, inject=("reset", 1, {}),
-         says="may exist", submits=1, accepted=False, driven_by="cell"),
+    Case(
+        "submit",
+        "429 without Retry-After",
+        RETRIED,
+        inject=("status", 1, {"status": 429, "style": "http"}),
+        submits=2,
+        driven_by="cell",
+    ),
+    Case(
+        "submit",
+        "connection reset mid-body",
+        MAY_EXIST,
+        NetworkError,
+        inject=("reset", 1, {}),
+        says="may exist",
+        submits=1,
+        accepted=False,
+        driven_by="cell",
+    ),
     Case("poll", "503 (JSON code)", RETRIED, inject=("status", 1, {"status": 503}), driven_by="cell"),
-    Case("poll", "successFlag 3 (GENERATE_FAILED)", "TaskFailedError naming errorMessage", TaskFailedError,
-         how="emu.fail_next(flag=3)", arrange=_fail_next(3, "flagged by content policy"),
-         says="flagged by content policy", driven_by="cell"),
-    Case("download", "result URL 404 (expired)", "not retried: DownloadError saying it expired", DownloadError,
-         inject=("not_found", 1, {}), says="expired", driven_by="cell"),
-    Case("save", "output_dir is a file", "nothing submitted: one-line error naming output_dir", NanoBananaError,
-         how="a file at output_dir", arrange=_file_in_the_way, says="output_dir", submits=0, tasks=0,
-         accepted=False, driven_by="cell"),
+    Case(
+        "poll",
+        "successFlag 3 (GENERATE_FAILED)",
+        "TaskFailedError naming errorMessage",
+        TaskFailedError,
+        how="emu.fail_next(flag=3)",
+        arrange=_fail_next(3, "flagged by content policy"),
+        says="flagged by content policy",
+        driven_by="cell",
+    ),
+    Case(
+        "download",
+        "result URL 404 (expired)",
+        "not retried: DownloadError saying it expired",
+        DownloadError,
+        inject=("not_found", 1, {}),
+        says="expired",
+        driven_by="cell",
+    ),
+    Case(
+        "save",
+        "output_dir is a file",
+        "nothing submitted: one-line error naming output_dir",
+        NanoBananaError,
+        how="a file at output_dir",
+        arrange=_file_in_the_way,
+        says="output_dir",
+        submits=0,
+        tasks=0,
+        accepted=False,
+        driven_by="cell",
+    ),
 ]
 
 ALL_CASES = CASES + CELL_CASES
 
 
 # -- running a row ----------------------------------------------------------------------------
+
 
 @dataclass
 class Observed:
@@ -323,17 +593,22 @@ def _arrange(case: Case, run: Run) -> None:
 
 
 def _observe(run: Run, error: BaseException | None, generation: Generation | None, output: str = "") -> Observed:
-    return Observed(error=error, generation=generation,
-                    submit_requests=sum(1 for r in run.emu.requests if r.phase == "submit"),
-                    tasks=run.emu.submit_count,
-                    logged_ids=run_log_task_ids(run.log_dir or run.output_dir), output=output)
+    return Observed(
+        error=error,
+        generation=generation,
+        submit_requests=sum(1 for r in run.emu.requests if r.phase == "submit"),
+        tasks=run.emu.submit_count,
+        logged_ids=run_log_task_ids(run.log_dir or run.output_dir),
+        output=output,
+    )
 
 
 def run_in_session(case: Case, emu: Emulator, tmp_path: Path) -> Observed:
     """Submit through `Session` and let its poller drive the task, as a cell does."""
     output_dir = tmp_path / "out"
-    settings = SessionSettings.for_emulator(emu.base_url, API_KEY, output_dir, timeout=case.timeout,
-                                            client_options=case.client)
+    settings = SessionSettings.for_emulator(
+        emu.base_url, API_KEY, output_dir, timeout=case.timeout, client_options=case.client
+    )
     run = Run(emu, settings, output_dir)
     _arrange(case, run)
     run.session = Session(run.settings)
@@ -365,6 +640,7 @@ def run_in_cell(case: Case, emu: Emulator, shell: Any, capsys: pytest.CaptureFix
 
 # -- assertions -------------------------------------------------------------------------------
 
+
 def assert_row(case: Case, seen: Observed, emu: Emulator) -> None:
     """The documented outcome, and the invariants every row shares."""
     if case.error is None:
@@ -388,8 +664,9 @@ def assert_row(case: Case, seen: Observed, emu: Emulator) -> None:
     if case.submits is not None:
         assert seen.submit_requests == case.submits
     if case.inject is not None:
-        assert any(r.fault is not None and r.fault.phase == case.phase for r in emu.requests), \
+        assert any(r.fault is not None and r.fault.phase == case.phase for r in emu.requests), (
             "the injected fault never fired: the row proved nothing"
+        )
 
     # The task id is in the run log iff the client received one.
     if case.accepted:
@@ -402,8 +679,9 @@ def assert_row(case: Case, seen: Observed, emu: Emulator) -> None:
 
     if case.retry_after is not None:
         times = [r.time for r in emu.requests if r.phase == case.phase]
-        assert len(times) >= 2 and times[1] - times[0] >= case.retry_after * 0.9, \
+        assert len(times) >= 2 and times[1] - times[0] >= case.retry_after * 0.9, (
             f"retried {times[1] - times[0]:.2f} s after a Retry-After of {case.retry_after:g} s"
+        )
 
 
 def _doc_row(case: Case, seen: Observed, tmp_path: Path) -> dict[str, Any]:
@@ -444,15 +722,33 @@ def matrix_doc(request: pytest.FixtureRequest):
 
 # -- the tests --------------------------------------------------------------------------------
 
+
 def test_matrix_rows_are_unique_and_cover_every_phase() -> None:
     """The table itself: one row per (driver, phase, fault); every phase and fault family present."""
     ids = [case.id for case in ALL_CASES]
     assert len(ids) == len(set(ids))
     assert {case.phase for case in CASES} == {"submit", "poll", "download", "save"}
     labels = " ".join(case.fault.lower() for case in CASES)
-    for family in ("connection refused", "read timeout", "reset", "429 with retry-after", "429 without",
-                   "455", "500", "502", "503", "malformed", "html page with status 200", "successflag 2",
-                   "successflag 3", "never finishes", "404", "truncated", "corrupt", "pixel limit"):
+    for family in (
+        "connection refused",
+        "read timeout",
+        "reset",
+        "429 with retry-after",
+        "429 without",
+        "455",
+        "500",
+        "502",
+        "503",
+        "malformed",
+        "html page with status 200",
+        "successflag 2",
+        "successflag 3",
+        "never finishes",
+        "404",
+        "truncated",
+        "corrupt",
+        "pixel limit",
+    ):
         assert family in labels, family
 
 
@@ -465,8 +761,9 @@ def test_fault_in_session_has_documented_outcome(case: Case, emulator: Emulator,
 
 
 @pytest.mark.parametrize("case", CELL_CASES, ids=[case.id for case in CELL_CASES])
-def test_fault_in_cell_has_documented_outcome(case: Case, emulator: Emulator, shell: Any, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture) -> None:
+def test_fault_in_cell_has_documented_outcome(
+    case: Case, emulator: Emulator, shell: Any, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """A `%%nanobanana` cell meets the fault the same way, and shows an error as one line."""
     seen = run_in_cell(case, emulator, shell, capsys)
     assert_row(case, seen, emulator)

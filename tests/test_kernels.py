@@ -14,12 +14,22 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import API_KEY
+from kernel_helpers import (
+    SETUP,
+    TASK_MIME,
+    code_cell,
+    execute_notebook,
+    kernel_environment,
+    live_kernel,
+    new_notebook,
+    plain_text,
+    single_error,
+    task_outputs,
+    wait_until,
+)
 from nbclient.exceptions import CellExecutionError
 from nbformat import NotebookNode
-
-from conftest import API_KEY
-from kernel_helpers import (SETUP, TASK_MIME, code_cell, execute_notebook, kernel_environment, live_kernel,
-                            new_notebook, plain_text, single_error, task_outputs, wait_until)
 
 pytestmark = pytest.mark.kernel
 
@@ -122,6 +132,7 @@ def assert_shows_image(cell: NotebookNode) -> dict:
 
 # -- 1. images in the executed notebook ---------------------------------------------------
 
+
 def test_headless_run_leaves_the_image_and_its_caption_in_the_cell(tour):
     cell = tour.cell("image")
     task = assert_shows_image(cell)
@@ -138,6 +149,7 @@ def test_headless_run_leaves_the_image_and_its_caption_in_the_cell(tour):
 
 
 # -- 2. a failed task ---------------------------------------------------------------------
+
 
 def test_failed_task_fails_its_cell_with_one_line_naming_the_api_message(tour):
     error = assert_one_line_error(tour.cell("forbidden"), "TaskFailedError")
@@ -157,6 +169,7 @@ def test_failed_task_stops_a_run_unless_the_cell_is_tagged_raises_exception(kern
 
 
 # -- 3. validation ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(VALIDATION))
 def test_invalid_cell_sends_nothing_and_fails_with_one_line(tour, name):
@@ -183,6 +196,7 @@ def test_dry_run_shows_the_body_and_sends_nothing(tour):
 
 # -- 4. concurrent background cells ----------------------------------------------------------
 
+
 def test_twelve_no_wait_cells_all_get_their_image_after_a_final_wait(emulator, kernel_env, tmp_path):
     emulator.latency = 0.3
     cells = [f"%%nanobanana --no-wait\nbanana number {n}" for n in range(12)]
@@ -202,9 +216,14 @@ def test_twelve_no_wait_cells_all_get_their_image_after_a_final_wait(emulator, k
 
 # -- 5. the cache -------------------------------------------------------------------------
 
+
 def test_rerunning_a_notebook_answers_from_the_cache_without_calling_the_api(emulator, kernel_env, tmp_path):
-    notebook = new_notebook(SETUP, "%%nanobanana -r 2K\na lighthouse in a storm",
-                            "%%nanobanana --no-wait -a 1:1\na lighthouse keeper", "%nanobanana wait")
+    notebook = new_notebook(
+        SETUP,
+        "%%nanobanana -r 2K\na lighthouse in a storm",
+        "%%nanobanana --no-wait -a 1:1\na lighthouse keeper",
+        "%nanobanana wait",
+    )
     first = execute_notebook(copy.deepcopy(notebook), tmp_path, kernel_env)
     submits, polls = emulator.submit_count, emulator.poll_count()
     second = execute_notebook(notebook, tmp_path, kernel_env)
@@ -219,6 +238,7 @@ def test_rerunning_a_notebook_answers_from_the_cache_without_calling_the_api(emu
 
 
 # -- 6. a kernel that dies after the submit -------------------------------------------------
+
 
 def test_task_of_a_killed_kernel_is_fetched_by_a_new_kernel_without_a_new_submit(emulator, kernel_env, tmp_path):
     emulator.latency = None  # tasks end only on emulator.finish()
@@ -245,6 +265,7 @@ def test_task_of_a_killed_kernel_is_fetched_by_a_new_kernel_without_a_new_submit
 
 
 # -- 7. an interrupt during a blocking wait ---------------------------------------------------
+
 
 def test_interrupt_during_a_blocking_wait_leaves_the_task_pending_and_fetchable(emulator, kernel_env, tmp_path):
     emulator.latency = None
@@ -275,6 +296,7 @@ def test_interrupt_during_a_blocking_wait_leaves_the_task_pending_and_fetchable(
 
 
 # -- 8. the key stays secret -------------------------------------------------------------------
+
 
 def test_api_key_appears_nowhere_in_the_notebook_or_the_output_dir(tour):
     text = nbformat.writes(tour.notebook)

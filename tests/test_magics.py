@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import API_KEY
 from traitlets.config import Config
 
-from conftest import API_KEY
-from nanobanana_magic.core.hints import with_hint
 from nanobanana_magic.core.errors import AuthenticationError, InvalidRequestError, TaskFailedError, TaskTimeoutError
+from nanobanana_magic.core.hints import with_hint
 
 
 def magics_of(shell):
@@ -52,18 +52,21 @@ def test_run_log_gets_the_task_id_before_the_outcome(shell, emulator):
     assert finished["status"] == "succeeded" and len(finished["sha256"]) == 64 and finished["url"]
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ("-a 9:16", {"aspectRatio": "9:16"}),
-    ("--aspect-ratio 21:9", {"aspectRatio": "21:9"}),
-    ("-r 2k", {"resolution": "2K"}),
-    ("--resolution 4K", {"resolution": "4K"}),
-    ("-f jpeg", {"outputFormat": "jpg"}),
-    ("--format png", {"outputFormat": "png"}),
-    ("-g", {"googleSearch": True}),
-    ("--google-search", {"googleSearch": True}),
-    ("--no-google-search", {"googleSearch": False}),
-    ("--callback-url https://example.org/hook", {"callBackUrl": "https://example.org/hook"}),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("-a 9:16", {"aspectRatio": "9:16"}),
+        ("--aspect-ratio 21:9", {"aspectRatio": "21:9"}),
+        ("-r 2k", {"resolution": "2K"}),
+        ("--resolution 4K", {"resolution": "4K"}),
+        ("-f jpeg", {"outputFormat": "jpg"}),
+        ("--format png", {"outputFormat": "png"}),
+        ("-g", {"googleSearch": True}),
+        ("--google-search", {"googleSearch": True}),
+        ("--no-google-search", {"googleSearch": False}),
+        ("--callback-url https://example.org/hook", {"callBackUrl": "https://example.org/hook"}),
+    ],
+)
 def test_each_flag_reaches_the_request_body(shell, emulator, flags, expected):
     assert run(shell, f"%%nanobanana {flags}\nflag test {flags}").success
     body = last_body(emulator)
@@ -95,18 +98,23 @@ def test_invalid_config_value_is_refused_with_the_allowed_values(shell, caplog):
     assert magics_of(shell).aspect_ratio == "auto"
 
 
-@pytest.mark.parametrize("cell, message", [
-    ("%%nanobanana -a 7:3\nx", "aspect ratio '7:3' is not supported; use one of 1:1"),
-    ("%%nanobanana -r 8K\nx", "resolution '8K' is not supported; use one of 1K 2K 4K"),
-    ("%%nanobanana -f gif\nx", "output format 'gif' is not supported; use one of png jpg"),
-    ("%%nanobanana " + " ".join(f"-i https://e.org/{n}.png" for n in range(15)) + "\nx",
-     "15 reference images given; the API accepts at most 14"),
-    ("%%nanobanana -i file:///etc/passwd\nx", "is not an http(s) URL"),
-    ("%%nanobanana --callback-url ftp://x\nx", "callback URL 'ftp://x' is not an http(s) URL"),
-    ("%%nanobanana\n{citty}", "name 'citty' is not defined in the prompt; use {{ }} for literal braces, or --raw"),
-    ('%%nanobanana\nJSON {"a": 1}', "not a Python expression"),
-    ("%%nanobanana\n" + "a" * 20_001, "prompt is 20,001 characters"),
-])
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("%%nanobanana -a 7:3\nx", "aspect ratio '7:3' is not supported; use one of 1:1"),
+        ("%%nanobanana -r 8K\nx", "resolution '8K' is not supported; use one of 1K 2K 4K"),
+        ("%%nanobanana -f gif\nx", "output format 'gif' is not supported; use one of png jpg"),
+        (
+            "%%nanobanana " + " ".join(f"-i https://e.org/{n}.png" for n in range(15)) + "\nx",
+            "15 reference images given; the API accepts at most 14",
+        ),
+        ("%%nanobanana -i file:///etc/passwd\nx", "is not an http(s) URL"),
+        ("%%nanobanana --callback-url ftp://x\nx", "callback URL 'ftp://x' is not an http(s) URL"),
+        ("%%nanobanana\n{citty}", "name 'citty' is not defined in the prompt; use {{ }} for literal braces, or --raw"),
+        ('%%nanobanana\nJSON {"a": 1}', "not a Python expression"),
+        ("%%nanobanana\n" + "a" * 20_001, "prompt is 20,001 characters"),
+    ],
+)
 def test_bad_input_is_one_line_and_sends_nothing(shell, emulator, capsys, cell, message):
     result = run(shell, cell)
     assert not result.success and isinstance(result.error_in_exec, InvalidRequestError)
@@ -289,9 +297,31 @@ def test_login_keeps_the_key_for_the_session(shell, emulator, monkeypatch, capsy
 def test_help_lists_every_command_and_flag(shell, capsys):
     run(shell, "%nanobanana help")
     out = capsys.readouterr().out
-    for word in ("help", "panel", "wait", "status", "fetch", "history", "cancel", "credits", "config", "login",
-                 "emulator", "--aspect-ratio", "--resolution", "--format", "--image", "--google-search",
-                 "--callback-url", "--out", "--no-wait", "--timeout", "--force", "--raw", "--dry-run"):
+    for word in (
+        "help",
+        "panel",
+        "wait",
+        "status",
+        "fetch",
+        "history",
+        "cancel",
+        "credits",
+        "config",
+        "login",
+        "emulator",
+        "--aspect-ratio",
+        "--resolution",
+        "--format",
+        "--image",
+        "--google-search",
+        "--callback-url",
+        "--out",
+        "--no-wait",
+        "--timeout",
+        "--force",
+        "--raw",
+        "--dry-run",
+    ):
         assert word in out
 
 
@@ -355,10 +385,10 @@ def test_configuration_precedence(emulator, monkeypatch, tmp_path):
     shell = InteractiveShell.instance()
     try:
         magics = NanoBananaMagics(shell=shell, config=config)
-        assert magics.base_url == "http://from-env"          # env beats ipython_config
-        assert magics.output_dir == "from-config"            # config beats the default
+        assert magics.base_url == "http://from-env"  # env beats ipython_config
+        assert magics.output_dir == "from-config"  # config beats the default
         assert magics.resolution == "2K"
-        magics.base_url = "http://from-percent-config"       # %config beats env
+        magics.base_url = "http://from-percent-config"  # %config beats env
         assert magics.base_url == "http://from-percent-config"
         magics.close()
     finally:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import API_KEY
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 pytestmark = pytest.mark.kernel
@@ -28,8 +27,9 @@ def test_notebook_executes_headless_and_holds_its_images(path, emulator, kernel_
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("NANOBANANA_OUTPUT_DIR")  # the notebooks use the default, relative to their folder
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=240, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     nbformat.write(notebook, tmp_path / path.name)
     text = json.dumps(notebook)
     assert text.count("data:image/jpeg;base64,") >= 1

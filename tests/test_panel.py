@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as W
 import pytest
+from conftest import API_KEY
 from IPython.core.magic_arguments import parse_argstring
 
 import nanobanana_magic
-from conftest import API_KEY
 
 NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are valid but never load
 from nanobanana_magic.core import params as params
@@ -57,6 +57,7 @@ def magic_message(**values) -> str:
 
 # -- built from the parameter definition ---------------------------------------------------
 
+
 def test_every_parameter_gets_a_control_of_its_kind(panel):
     kinds = {field.param.name: field for field in panel.fields}
     assert set(kinds) == {p.name for p in params.PARAMETERS}
@@ -71,8 +72,16 @@ def test_every_parameter_gets_a_control_of_its_kind(panel):
 
 
 def test_a_parameter_added_to_the_definition_appears_and_reaches_the_request(shell, emulator, monkeypatch):
-    style = params.Param("style", "style", "style", "choice", default="photo", choices=("photo", "sketch", "ink"),
-                         flags=("--style",), help="rendering style")
+    style = params.Param(
+        "style",
+        "style",
+        "style",
+        "choice",
+        default="photo",
+        choices=("photo", "sketch", "ink"),
+        flags=("--style",),
+        help="rendering style",
+    )
     extended = params.PARAMETERS + (style,)
     monkeypatch.setattr(params, "PARAMETERS", extended)
     monkeypatch.setattr(params, "BY_NAME", {p.name: p for p in extended})
@@ -97,6 +106,7 @@ def test_defaults_follow_the_configuration(shell):
 
 
 # -- validation in place ---------------------------------------------------------------------
+
 
 def test_generate_is_disabled_until_there_is_a_prompt_and_no_message_shows_before_typing(panel):
     assert panel.generate.disabled
@@ -158,6 +168,7 @@ def test_clicking_generate_with_an_invalid_request_submits_nothing(panel, emulat
 
 
 # -- generating ------------------------------------------------------------------------------
+
 
 def test_generate_submits_through_the_session_and_fills_the_gallery(panel, shell, emulator):
     panel.field("aspect_ratio").widget.value = "16:9"
@@ -230,14 +241,16 @@ def test_the_panel_lists_this_sessions_earlier_results(shell):
 
 # -- round trip to code ----------------------------------------------------------------------
 
+
 def test_copy_as_cell_gives_only_non_default_flags(panel):
     panel.prompt.widget.value = "a red apple"
     assert panel.cell_text() == "%%nanobanana\na red apple"
     panel.field("aspect_ratio").widget.value = "16:9"
     panel.field("google_search").widget.value = True
     panel.field("image_urls").add_row(f"{NOWHERE}/a b.png")
-    assert panel.cell_text() == (f"%%nanobanana --image '{NOWHERE}/a b.png' --aspect-ratio 16:9 "
-                                 "--google-search\na red apple")
+    assert panel.cell_text() == (
+        f"%%nanobanana --image '{NOWHERE}/a b.png' --aspect-ratio 16:9 --google-search\na red apple"
+    )
     panel.copy.value = True
     assert panel.cell.layout.display is None and panel.cell.value == panel.cell_text()
 
@@ -269,6 +282,7 @@ def test_copy_as_cell_writes_a_value_the_config_would_otherwise_override(shell, 
 
 
 # -- wiring ------------------------------------------------------------------------------------
+
 
 def test_the_panel_command_and_function_show_a_panel_of_this_kernel(shell, monkeypatch):
     from nanobanana_magic.notebook import commands as magics_module

@@ -10,8 +10,14 @@ from nanobanana_magic.core.params import ASPECT_RATIOS, BY_NAME, OUTPUT_FORMATS,
 
 def test_body_has_every_field_in_camel_case_with_defaults():
     body = GenerationRequest(prompt="a red apple").to_body()
-    assert body == {"prompt": "a red apple", "imageUrls": [], "aspectRatio": "auto",
-                    "resolution": "1K", "googleSearch": False, "outputFormat": "png"}
+    assert body == {
+        "prompt": "a red apple",
+        "imageUrls": [],
+        "aspectRatio": "auto",
+        "resolution": "1K",
+        "googleSearch": False,
+        "outputFormat": "png",
+    }
 
 
 def test_callback_url_is_only_in_the_body_when_given():
@@ -30,16 +36,21 @@ def test_resolution_is_case_insensitive_and_sent_upper_case(given, sent):
     assert GenerationRequest(prompt="x", resolution=given).to_body()["resolution"] == sent
 
 
-@pytest.mark.parametrize("given, sent", [("png", "png"), ("jpg", "jpg"), ("jpeg", "jpg"), ("JPEG", "jpg"), ("PNG", "png")])
+@pytest.mark.parametrize(
+    "given, sent", [("png", "png"), ("jpg", "jpg"), ("jpeg", "jpg"), ("JPEG", "jpg"), ("PNG", "png")]
+)
 def test_output_format_accepts_jpeg_as_jpg(given, sent):
     assert GenerationRequest(prompt="x", output_format=given).to_body()["outputFormat"] == sent
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("aspect_ratio", "7:3", ["aspect ratio '7:3'", "1:1", "21:9", "auto"]),
-    ("resolution", "8K", ["resolution '8K'", "1K 2K 4K"]),
-    ("output_format", "gif", ["output format 'gif'", "png jpg"]),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("aspect_ratio", "7:3", ["aspect ratio '7:3'", "1:1", "21:9", "auto"]),
+        ("resolution", "8K", ["resolution '8K'", "1K 2K 4K"]),
+        ("output_format", "gif", ["output format 'gif'", "png jpg"]),
+    ],
+)
 def test_unsupported_choice_names_the_field_and_the_allowed_values(field, value, words):
     with pytest.raises(InvalidRequestError) as info:
         GenerationRequest(prompt="x", **{field: value})
@@ -102,9 +113,15 @@ def test_request_is_immutable_and_replace_validates_again():
 
 
 def test_from_body_round_trips():
-    request = GenerationRequest(prompt="p", image_urls=["https://a.org/1.png"], aspect_ratio="3:2",
-                                resolution="4K", google_search=True, output_format="jpg",
-                                callback_url="https://a.org/cb")
+    request = GenerationRequest(
+        prompt="p",
+        image_urls=["https://a.org/1.png"],
+        aspect_ratio="3:2",
+        resolution="4K",
+        google_search=True,
+        output_format="jpg",
+        callback_url="https://a.org/cb",
+    )
     assert GenerationRequest.from_body(request.to_body()) == request
 
 
@@ -119,13 +136,26 @@ def test_every_parameter_has_a_json_name_label_help_and_a_valid_default():
         assert param.json_name and param.label and param.help
         if param.name != "prompt":
             param.clean(param.default)
-    assert [p.json_name for p in PARAMETERS] == ["prompt", "imageUrls", "aspectRatio", "resolution",
-                                                 "googleSearch", "outputFormat", "callBackUrl"]
+    assert [p.json_name for p in PARAMETERS] == [
+        "prompt",
+        "imageUrls",
+        "aspectRatio",
+        "resolution",
+        "googleSearch",
+        "outputFormat",
+        "callBackUrl",
+    ]
     assert BY_NAME["output_format"].choices == OUTPUT_FORMATS
 
 
 def test_flags_match_the_interface():
     flags = {p.name: p.flags for p in PARAMETERS}
-    assert flags == {"prompt": (), "image_urls": ("-i", "--image"), "aspect_ratio": ("-a", "--aspect-ratio"),
-                     "resolution": ("-r", "--resolution"), "google_search": ("-g", "--google-search"),
-                     "output_format": ("-f", "--format"), "callback_url": ("--callback-url",)}
+    assert flags == {
+        "prompt": (),
+        "image_urls": ("-i", "--image"),
+        "aspect_ratio": ("-a", "--aspect-ratio"),
+        "resolution": ("-r", "--resolution"),
+        "google_search": ("-g", "--google-search"),
+        "output_format": ("-f", "--format"),
+        "callback_url": ("--callback-url",),
+    }

@@ -15,10 +15,14 @@ from PIL import Image
 
 from nanobanana_magic.core.errors import InvalidRequestError
 from nanobanana_magic.runtime import references
-from nanobanana_magic.runtime.references import (MAX_REFERENCE_BYTES, NEEDS_UPLOAD_HINT, Reference,
-                                                 cache_identity, resolve)
+from nanobanana_magic.runtime.references import (
+    MAX_REFERENCE_BYTES,
+    NEEDS_UPLOAD_HINT,
+    Reference,
+    cache_identity,
+    resolve,
+)
 from nanobanana_magic.runtime.uploads import Uploader
-from s3_server import s3_bucket, s3_server  # noqa: F401 (fixtures)
 
 NOW = 1_800_000_000.0
 TTL = 600.0
@@ -83,14 +87,19 @@ def png_file(tmp_path):
 
 # --- URLs and files ----------------------------------------------------------------------------
 
+
 def test_url_is_sent_as_is_without_an_uploader(run):
     refs = run(["https://example.com/a.png"], uploader_factory=never_called)
-    assert refs == [Reference(source="https://example.com/a.png", kind="url", sha256=None,
-                              url="https://example.com/a.png", parent=None)]
+    assert refs == [
+        Reference(
+            source="https://example.com/a.png", kind="url", sha256=None, url="https://example.com/a.png", parent=None
+        )
+    ]
 
 
-@pytest.mark.parametrize("text", ["'https://example.com/a.png'", '"https://example.com/a.png"',
-                                  "  'https://example.com/a.png'  "])
+@pytest.mark.parametrize(
+    "text", ["'https://example.com/a.png'", '"https://example.com/a.png"', "  'https://example.com/a.png'  "]
+)
 def test_matching_surrounding_quotes_are_stripped(run, text):
     assert run([text], uploader_factory=never_called)[0].url == "https://example.com/a.png"
 
@@ -191,6 +200,7 @@ def test_data_uri_is_refused_with_what_to_do_instead(run):
 
 # --- @NAME and Python objects -------------------------------------------------------------------
 
+
 def test_undefined_name_is_refused(run):
     with pytest.raises(InvalidRequestError, match="reference image @ghost: no variable named ghost is defined"):
         run(["@ghost"])
@@ -211,8 +221,11 @@ def test_name_holding_a_path_a_url_or_a_list_of_them(run, png_file):
     namespace = {"p": png_file, "u": "https://example.com/u.png", "both": [png_file, "https://example.com/l.png"]}
     refs = run(["@p", "@u", "@both"], namespace)
     assert [(ref.kind, ref.source) for ref in refs] == [
-        ("file", str(png_file)), ("url", "https://example.com/u.png"),
-        ("file", str(png_file)), ("url", "https://example.com/l.png")]
+        ("file", str(png_file)),
+        ("url", "https://example.com/u.png"),
+        ("file", str(png_file)),
+        ("url", "https://example.com/l.png"),
+    ]
 
 
 def test_relative_path_object_is_read_from_cwd(run, png_file):
@@ -260,12 +273,18 @@ def test_python_object_of_an_unsupported_type_is_named_by_position(run):
 
 # --- Generations -----------------------------------------------------------------------------------
 
+
 def test_fresh_generation_is_sent_as_its_url_with_the_sha256_of_its_file(run, tmp_path):
     saved = tmp_path / "result.png"
     saved.write_bytes(image_bytes())
     (ref,) = run(["@g"], {"g": FakeGeneration("t1", path=saved)}, uploader_factory=never_called)
-    assert ref == Reference(source="task:t1", kind="generation", sha256=sha(saved.read_bytes()),
-                            url="https://results.example/task.png", parent="t1")
+    assert ref == Reference(
+        source="task:t1",
+        kind="generation",
+        sha256=sha(saved.read_bytes()),
+        url="https://results.example/task.png",
+        parent="t1",
+    )
 
 
 def test_fresh_generation_without_its_file_has_no_sha256(run):
@@ -304,6 +323,7 @@ def test_generation_without_an_image_is_refused(run, status, words):
 
 # --- limits, uploads, identity ------------------------------------------------------------------------
 
+
 def test_fourteen_references_are_accepted(run):
     assert len(run([f"https://example.com/{n}.png" for n in range(14)])) == 14
 
@@ -311,8 +331,7 @@ def test_fourteen_references_are_accepted(run):
 def test_more_than_fourteen_in_all_are_refused_before_anything_is_read(run):
     namespace = {"frames": [Path(f"/nonexistent/{n}.png") for n in range(10)]}
     with pytest.raises(InvalidRequestError) as caught:
-        run(["@frames"] + [f"https://example.com/{n}.png" for n in range(5)], namespace,
-            uploader_factory=never_called)
+        run(["@frames"] + [f"https://example.com/{n}.png" for n in range(5)], namespace, uploader_factory=never_called)
     assert str(caught.value) == "15 reference images given; the API accepts at most 14"
 
 
@@ -366,10 +385,12 @@ def test_reference_is_frozen(run):
 
 # --- end to end: a local file through a real S3 server ---------------------------------------------
 
+
 def test_local_file_is_uploaded_to_s3_and_the_sent_url_serves_it(s3_server, s3_bucket, png_file, tmp_path):
     store = Uploader(f"s3://{s3_bucket}/refs", s3_server.options())
-    (ref,) = resolve(["cat.png"], namespace={}, cwd=tmp_path, uploader_factory=lambda: store,
-                     result_url_ttl=TTL, now=NOW)
+    (ref,) = resolve(
+        ["cat.png"], namespace={}, cwd=tmp_path, uploader_factory=lambda: store, result_url_ttl=TTL, now=NOW
+    )
     assert requests.get(ref.url, timeout=10).content == png_file.read_bytes()
     assert s3_server.keys(s3_bucket) == [f"refs/{ref.sha256}.png"]
     resolve([png_file], namespace={}, cwd=tmp_path, uploader_factory=lambda: store, result_url_ttl=TTL, now=NOW)

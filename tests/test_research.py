@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import API_KEY
+
 from nanobanana_magic import GenerationRequest, NanoBananaClient
 from nanobanana_magic.core.errors import InvalidRequestError, NanoBananaError
 
@@ -68,8 +68,10 @@ def test_text_progress_bar_shows_done_failed_pending(shell, emulator, capsys):
 
 def test_sweep_renders_a_labelled_grid_of_every_combination(shell, emulator, capsys):
     shell.user_ns["subjects"] = ["a cat", "a dog", "a banana"]
-    result = shell.run_cell("%%nanobanana --sweep aspect_ratio=1:1,16:9 --sweep resolution=1K,2K "
-                            "--sweep subject=@subjects -o grid\n{subject} wearing a hat")
+    result = shell.run_cell(
+        "%%nanobanana --sweep aspect_ratio=1:1,16:9 --sweep resolution=1K,2K "
+        "--sweep subject=@subjects -o grid\n{subject} wearing a hat"
+    )
     assert result.success
     grid = shell.user_ns["grid"]
     assert len(grid) == 12 and all(g.status == "succeeded" for g in grid)
@@ -95,18 +97,23 @@ def test_sweep_grid_html_labels_rows_and_columns():
 
 def test_sweep_dry_run_lists_requests_count_and_cost(shell, emulator, capsys):
     magics_of(shell).credit_costs = {"1K": 4, "2K": 6, "4K": 12}
-    assert shell.run_cell("%%nanobanana --dry-run --sweep resolution=1K,4K --sweep style=ink,oil\na {style} fox").success
+    assert shell.run_cell(
+        "%%nanobanana --dry-run --sweep resolution=1K,4K --sweep style=ink,oil\na {style} fox"
+    ).success
     out = capsys.readouterr().out
     assert "4 requests; nothing sent; they would cost 32 credits" in out
     assert "a oil fox" in out and emulator.requests == []
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ("resolution=1K,8K", "resolution '8K' is not supported"),
-    ("subject=@missing", "'missing' is not a list"),
-    ("novalues=", "--sweep takes NAME=V1,V2"),
-    ("bad-name!=1,2", "nor a variable name"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("resolution=1K,8K", "resolution '8K' is not supported"),
+        ("subject=@missing", "'missing' is not a list"),
+        ("novalues=", "--sweep takes NAME=V1,V2"),
+        ("bad-name!=1,2", "nor a variable name"),
+    ],
+)
 def test_bad_sweeps_are_one_line_errors_that_send_nothing(shell, emulator, sweep, message):
     result = shell.run_cell(f"%%nanobanana --sweep {sweep}\nx {{subject}}")
     assert isinstance(result.error_in_exec, InvalidRequestError) and message in str(result.error_in_exec)
@@ -186,8 +193,7 @@ def test_interrupting_a_batch_stops_submitting_but_keeps_the_submitted_tasks(she
         return session.submit(request)
 
     with pytest.raises(KeyboardInterrupt):
-        run_batch([GenerationRequest(prompt=f"interrupted {n}") for n in range(5)], submit,
-                  concurrency=5)
+        run_batch([GenerationRequest(prompt=f"interrupted {n}") for n in range(5)], submit, concurrency=5)
     assert emulator.submit_count == 2
     pending = session.pending()
     assert len(pending) == 2 and all(session.store.entry(g.task_id).pending for g in pending)

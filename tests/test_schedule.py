@@ -8,7 +8,12 @@ import random
 import pytest
 
 from nanobanana_magic.core.schedule import (
-    DEFAULT_STEPS, MIN_GAP, FixedSchedule, LearnedSchedule, durations_by_resolution, validate_schedule,
+    DEFAULT_STEPS,
+    MIN_GAP,
+    FixedSchedule,
+    LearnedSchedule,
+    durations_by_resolution,
+    validate_schedule,
 )
 
 
@@ -35,8 +40,12 @@ def simulate(schedule, durations: list[float]) -> dict[str, float]:
     results = [poll_until_done(schedule, d) for d in durations]
     polls = [p for p, _ in results]
     lags = [lag for _, lag in results]
-    return {"polls_mean": sum(polls) / len(polls), "polls_p95": quantile(polls, 0.95),
-            "lag_p50": quantile(lags, 0.5), "lag_p95": quantile(lags, 0.95)}
+    return {
+        "polls_mean": sum(polls) / len(polls),
+        "polls_p95": quantile(polls, 0.95),
+        "lag_p50": quantile(lags, 0.5),
+        "lag_p95": quantile(lags, 0.95),
+    }
 
 
 # -- validation ----------------------------------------------------------------
@@ -47,22 +56,25 @@ def test_a_valid_schedule_comes_back_as_float_pairs_and_the_last_until_may_be_in
     assert validate_schedule(((1e9, 0.1),)) == ((1e9, 0.1),)
 
 
-@pytest.mark.parametrize("value, words", [
-    ("auto", "list of [until_s, every_s] pairs"),
-    (5, "list of [until_s, every_s] pairs"),
-    ([], "at least one"),
-    ([60, 1], "pairs"),
-    ([[60, 1, 2]], "pairs"),
-    ([[60, "1"]], "two numbers"),
-    ([[True, 1]], "two numbers"),
-    ([[math.nan, 1]], "two numbers"),
-    ([[60, math.inf]], "two numbers"),
-    ([[60, 0.05]], "at least 0.1"),
-    ([[60, -1]], "at least 0.1"),
-    ([[60, 1], [60, 2]], "increasing"),
-    ([[60, 1], [30, 2]], "increasing"),
-    ([[0, 1]], "positive"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("auto", "list of [until_s, every_s] pairs"),
+        (5, "list of [until_s, every_s] pairs"),
+        ([], "at least one"),
+        ([60, 1], "pairs"),
+        ([[60, 1, 2]], "pairs"),
+        ([[60, "1"]], "two numbers"),
+        ([[True, 1]], "two numbers"),
+        ([[math.nan, 1]], "two numbers"),
+        ([[60, math.inf]], "two numbers"),
+        ([[60, 0.05]], "at least 0.1"),
+        ([[60, -1]], "at least 0.1"),
+        ([[60, 1], [60, 2]], "increasing"),
+        ([[60, 1], [30, 2]], "increasing"),
+        ([[0, 1]], "positive"),
+    ],
+)
 def test_a_bad_schedule_is_refused_with_one_line_naming_the_problem(value, words):
     with pytest.raises(ValueError) as caught:
         validate_schedule(value)
@@ -192,23 +204,35 @@ def test_a_schedule_is_decided_by_age_so_a_delayed_poll_does_not_shift_the_plan(
 def test_durations_come_from_succeeded_records_per_resolution_newest_last():
     records = [
         {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 100.0, "finished_t": 121.5},
-        {"request": {"resolution": "4K"}, "status": "succeeded",
-         "created": "2026-02-27 12:00:02", "completed": "2026-02-27 12:00:41"},
+        {
+            "request": {"resolution": "4K"},
+            "status": "succeeded",
+            "created": "2026-02-27 12:00:02",
+            "completed": "2026-02-27 12:00:41",
+        },
         {"request": {"resolution": "1K"}, "status": "failed", "submitted_t": 0.0, "finished_t": 3.0},
         {"request": {"resolution": "1K"}, "status": "pending", "submitted_t": 0.0},
         {"request": {"resolution": "2k"}, "status": "succeeded", "submitted_t": 10.0, "finished_t": 40.0},
         {"request": {}, "status": "succeeded", "submitted_t": 0.0, "finished_t": 5.0},
         {"request": {"resolution": "1K"}, "status": "succeeded", "created": "garbage", "completed": "x"},
         {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 50.0, "finished_t": 40.0},
-        {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 200.0, "finished_t": 219.0,
-         "created": "2026-02-27 12:00:00", "completed": "2026-02-27 12:00:30"},
+        {
+            "request": {"resolution": "1K"},
+            "status": "succeeded",
+            "submitted_t": 200.0,
+            "finished_t": 219.0,
+            "created": "2026-02-27 12:00:00",
+            "completed": "2026-02-27 12:00:30",
+        },
         "not a record",
     ]
     assert durations_by_resolution(records) == {"1K": [21.5, 19.0], "4K": [39.0], "2K": [30.0]}
 
 
 def test_only_the_newest_durations_are_kept():
-    records = [{"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 0.0, "finished_t": float(d)}
-               for d in range(1, 301)]
+    records = [
+        {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 0.0, "finished_t": float(d)}
+        for d in range(1, 301)
+    ]
     durations = durations_by_resolution(records, newest=200)["1K"]
     assert durations == [float(d) for d in range(101, 301)]

@@ -13,11 +13,12 @@ import threading
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import API_KEY
@@ -25,11 +26,17 @@ from IPython.utils.capture import capture_output
 from reliability_helpers import SessionSettings, wait_until
 
 from nanobanana_magic import NanoBananaClient
-from nanobanana_magic.emulator import images as emulator_images
-from nanobanana_magic.core.errors import (AuthenticationError, DownloadError, InvalidRequestError, NanoBananaError,
-                                     NetworkError, ServiceUnavailableError)
+from nanobanana_magic.core.errors import (
+    AuthenticationError,
+    DownloadError,
+    InvalidRequestError,
+    NanoBananaError,
+    NetworkError,
+    ServiceUnavailableError,
+)
 from nanobanana_magic.core.images import read_metadata
 from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.emulator import images as emulator_images
 from nanobanana_magic.session.session import Session
 
 MB = 1024 * 1024
@@ -39,6 +46,7 @@ CREDIT = "/api/v1/common/credit"
 
 
 # -- a scriptable HTTP server for what the emulator does not do ---------------------------------
+
 
 @dataclass
 class Seen:
@@ -59,7 +67,7 @@ class TinyServer:
     seen: list[Seen] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "TinyServer":
+    def __enter__(self) -> TinyServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,10 +77,10 @@ class TinyServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - fixed by BaseHTTPRequestHandler
+            def do_GET(self) -> None:
                 self._answer()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._answer()
 
             def _answer(self) -> None:
@@ -105,8 +113,13 @@ class TinyServer:
         return f"http://{self.host}:{self._httpd.server_address[1]}"
 
 
-def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
-         headers: dict[str, str] | None = None) -> None:
+def send(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(body)))
@@ -122,14 +135,18 @@ def send_json(handler: BaseHTTPRequestHandler, payload: Any) -> None:
 
 def redirect_to(target: str, status: int = 302, keep_path: bool = True) -> Callable[[BaseHTTPRequestHandler], None]:
     """Answer with a redirect to `target` (plus the request's path and query when `keep_path`)."""
+
     def route(handler: BaseHTTPRequestHandler) -> None:
         send(handler, status, b"", headers={"Location": target + (handler.path if keep_path else "")})
+
     return route
 
 
-def stream_forever(content_type: str, block: bytes, pause: float = 0.0, head: bytes = b"",
-                   length: int | None = None) -> Callable[[BaseHTTPRequestHandler], None]:
+def stream_forever(
+    content_type: str, block: bytes, pause: float = 0.0, head: bytes = b"", length: int | None = None
+) -> Callable[[BaseHTTPRequestHandler], None]:
     """An answer whose body never ends (until the client hangs up or the server stops)."""
+
     def route(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
@@ -144,20 +161,35 @@ def stream_forever(content_type: str, block: bytes, pause: float = 0.0, head: by
             handler.wfile.write(block)
             if pause:
                 stopping.wait(pause)
+
     return route
 
 
-def fake_api(task_id: str, result_path: str = "/result.png", image: bytes | None = None,
-             param_json: str = "") -> dict[str, Callable[[BaseHTTPRequestHandler], None]]:
+def fake_api(
+    task_id: str, result_path: str = "/result.png", image: bytes | None = None, param_json: str = ""
+) -> dict[str, Callable[[BaseHTTPRequestHandler], None]]:
     """Routes of an API that answers with the given task id and a finished task."""
+
     def submit(handler: BaseHTTPRequestHandler) -> None:
         send_json(handler, {"code": 200, "msg": "success", "data": {"taskId": task_id}})
 
     def record_info(handler: BaseHTTPRequestHandler) -> None:
         base = f"http://{handler.headers['Host']}"
-        send_json(handler, {"code": 200, "msg": "success", "data": {
-            "taskId": task_id, "paramJson": param_json, "successFlag": 1,
-            "response": {"resultImageUrl": base + result_path}, "errorCode": None, "errorMessage": None}})
+        send_json(
+            handler,
+            {
+                "code": 200,
+                "msg": "success",
+                "data": {
+                    "taskId": task_id,
+                    "paramJson": param_json,
+                    "successFlag": 1,
+                    "response": {"resultImageUrl": base + result_path},
+                    "errorCode": None,
+                    "errorMessage": None,
+                },
+            },
+        )
 
     routes = {SUBMIT: submit, RECORD_INFO: record_info}
     if image is not None:
@@ -203,10 +235,11 @@ def session_for(base_url: str, output_dir: Path, **client: Any) -> Session:
 
 # -- measuring cost -------------------------------------------------------------------------------
 
+
 @dataclass
 class Cost:
     seconds: float = 0.0
-    python_peak: int = 0          # tracemalloc: Python allocations
+    python_peak: int = 0  # tracemalloc: Python allocations
     rss_growth: int | None = None  # peak resident set growth (C allocations too: Pillow); None if unknown
 
 
@@ -248,6 +281,7 @@ def measured() -> Iterator[Cost]:
 # ================================================================================================
 # The key never appears anywhere
 # ================================================================================================
+
 
 def _all_text(value: Any) -> str:
     """Every string inside nested outputs (dicts, lists, bytes decoded leniently)."""
@@ -296,7 +330,7 @@ def test_key_appears_in_no_output_log_error_file_or_metadata(shell, emulator, tm
         "ok._repr_html_()",
         "%nanobanana status {ok.task_id}",
         "%nanobanana fetch {ok.task_id} -o again",
-        "%%nanobanana\nforbidden fruit",               # the emulator fails prompts with "forbidden"
+        "%%nanobanana\nforbidden fruit",  # the emulator fails prompts with "forbidden"
         "%nanobanana status 0123456789abcdef0123456789abcdef",  # unknown task: 404
     ]
     with capture_output() as captured:
@@ -344,14 +378,17 @@ def test_key_appears_in_no_output_log_error_file_or_metadata(shell, emulator, tm
         assert API_KEY not in repr(thing) and API_KEY not in str(thing)
 
 
-@pytest.mark.parametrize("fault", [
-    ("submit", "status", {"status": 401, "style": "http"}),
-    ("submit", "status", {"status": 400}),
-    ("submit", "reset", {}),
-    ("submit", "malformed", {}),
-    ("submit", "html", {"status": 200}),
-    ("credits", "status", {"status": 503, "style": "http"}),
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("submit", "status", {"status": 401, "style": "http"}),
+        ("submit", "status", {"status": 400}),
+        ("submit", "reset", {}),
+        ("submit", "malformed", {}),
+        ("submit", "html", {"status": 200}),
+        ("credits", "status", {"status": 503, "style": "http"}),
+    ],
+)
 def test_errors_never_carry_the_key(client, emulator, debug_logs, fault) -> None:
     """Error text and repr, and every log record of the failing call, are free of the key."""
     phase, kind, options = fault
@@ -381,6 +418,7 @@ def test_key_object_never_reveals_itself_by_accident() -> None:
 # The key goes to the API host only
 # ================================================================================================
 
+
 def _authorized(headers: Any) -> bool:
     return "authorization" in {name.lower() for name in headers}
 
@@ -407,7 +445,7 @@ def test_only_api_requests_carry_the_key_downloads_on_any_host_do_not(emulator, 
 @pytest.mark.parametrize("target_host", ["localhost", "another port"])
 def test_redirect_away_from_the_api_host_drops_the_key(emulator, tiny, status, target_host) -> None:
     """An API answer redirecting to another host (or port) is followed without the Authorization header."""
-    target = (f"http://localhost:{emulator.port}" if target_host == "localhost" else emulator.base_url)
+    target = f"http://localhost:{emulator.port}" if target_host == "localhost" else emulator.base_url
     redirector = tiny({path: redirect_to(target, status) for path in (SUBMIT, RECORD_INFO, CREDIT)})
     client = NanoBananaClient(api_key=API_KEY, base_url=redirector.url, retries=0)
     try:
@@ -428,8 +466,7 @@ def test_redirect_away_from_the_api_host_drops_the_key(emulator, tiny, status, t
 
 def test_result_url_redirect_to_another_host_carries_no_key(emulator, tiny, tmp_path) -> None:
     """A result URL that redirects to a third host is downloaded, and nobody gets the key but the API."""
-    files = tiny({"/result.png": redirect_to(f"http://localhost:{emulator.port}/samples/banana.png",
-                                             keep_path=False)})
+    files = tiny({"/result.png": redirect_to(f"http://localhost:{emulator.port}/samples/banana.png", keep_path=False)})
     api = tiny(fake_api("a" * 32, result_path="/result.png"))
     api.routes[RECORD_INFO] = _record_info_pointing_at(files.url + "/result.png", "a" * 32)
     session = session_for(api.url, tmp_path / "out")
@@ -446,8 +483,15 @@ def test_result_url_redirect_to_another_host_carries_no_key(emulator, tiny, tmp_
 
 def _record_info_pointing_at(url: str, task_id: str) -> Callable[[BaseHTTPRequestHandler], None]:
     def route(handler: BaseHTTPRequestHandler) -> None:
-        send_json(handler, {"code": 200, "msg": "success", "data": {
-            "taskId": task_id, "successFlag": 1, "response": {"resultImageUrl": url}}})
+        send_json(
+            handler,
+            {
+                "code": 200,
+                "msg": "success",
+                "data": {"taskId": task_id, "successFlag": 1, "response": {"resultImageUrl": url}},
+            },
+        )
+
     return route
 
 
@@ -523,8 +567,10 @@ def test_tampered_run_log_cannot_point_the_cache_outside_output_dir(emulator, tm
     out.mkdir()
     (tmp_path / "outside.png").write_bytes(small_png())
     request = GenerationRequest(prompt="tampered cache entry")
-    lines = [{"event": "submitted", "task_id": "f" * 32, "t": 1.0, "request": request.to_body()},
-             {"event": "finished", "task_id": "f" * 32, "status": "succeeded", "t": 2.0, "file": file_field}]
+    lines = [
+        {"event": "submitted", "task_id": "f" * 32, "t": 1.0, "request": request.to_body()},
+        {"event": "finished", "task_id": "f" * 32, "status": "succeeded", "t": 2.0, "file": file_field},
+    ]
     (out / "runs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     settings = SessionSettings.for_emulator(emulator.base_url, API_KEY, out, cache=True)
     session = Session(settings)
@@ -541,6 +587,7 @@ def test_tampered_run_log_cannot_point_the_cache_outside_output_dir(emulator, tm
 # ================================================================================================
 # A hostile server costs bounded memory and time
 # ================================================================================================
+
 
 def test_huge_json_answer_is_refused_unread(client, emulator) -> None:
     """64 MB of JSON (declared by Content-Length) is refused before reading it."""
@@ -597,11 +644,11 @@ def test_endless_image_body_is_cut_at_the_download_cap(client, emulator) -> None
 
 def test_dribbling_body_is_given_up_in_bounded_time(tiny) -> None:
     """A body that trickles forever (each read within the timeout) still ends: in a few timeouts."""
-    files = tiny({"/slow.png": stream_forever("image/png", b"\x00" * 512, pause=0.05,
-                                               head=b"\x89PNG\r\n\x1a\n")})
+    files = tiny({"/slow.png": stream_forever("image/png", b"\x00" * 512, pause=0.05, head=b"\x89PNG\r\n\x1a\n")})
     api = tiny({RECORD_INFO: stream_forever("application/json", b" " * 64, pause=0.05, head=b'{"code":200,')})
-    client = NanoBananaClient(api_key=API_KEY, base_url=api.url, retries=1, backoff=0.01,
-                              read_timeout=0.5, download_timeout=0.5)
+    client = NanoBananaClient(
+        api_key=API_KEY, base_url=api.url, retries=1, backoff=0.01, read_timeout=0.5, download_timeout=0.5
+    )
     try:
         with measured() as cost:
             with pytest.raises(DownloadError, match="broke off"):
@@ -661,9 +708,20 @@ def test_decompression_bomb_is_refused_without_decoding(client, emulator, tiny, 
 # --callback-url must be http(s)
 # ================================================================================================
 
-@pytest.mark.parametrize("url", ["ftp://example.org/hook", "file:///etc/passwd", "javascript:alert(1)",
-                                 "gopher://example.org", "http://", "//example.org/hook", "example.org/hook",
-                                 "data:text/plain,hi"])
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.org/hook",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "gopher://example.org",
+        "http://",
+        "//example.org/hook",
+        "example.org/hook",
+        "data:text/plain,hi",
+    ],
+)
 def test_callback_url_must_be_http_or_https(shell, emulator, capsys, url) -> None:
     """A non-http(s) callback URL is a one-line InvalidRequestError and nothing is sent."""
     result = shell.run_cell(f"%%nanobanana --callback-url {url}\na callback test")

@@ -20,18 +20,18 @@ import pytest
 from conftest import API_KEY
 from reliability_helpers import SessionSettings, run_log_records
 
-from nanobanana_magic.emulator import Emulator
 from nanobanana_magic.core.errors import NanoBananaError
-from nanobanana_magic.runtime.generation import Generation
 from nanobanana_magic.core.params import GenerationRequest
+from nanobanana_magic.emulator import Emulator
+from nanobanana_magic.runtime.generation import Generation
 from nanobanana_magic.session.session import Session
 
 SIZE = int(os.environ.get("NANOBANANA_SOAK_SIZE", "200"))
 FAULT_RATE = 0.10
 SEED = 20260227
-IN_FLIGHT = 12          # cells running at once: bounded like a user clicking "run all" on a batch
-TASK_LATENCY = 0.1      # seconds from submit to done at the emulator
-JOIN_LIMIT = 60.0       # one generation that hangs fails the soak instead of the global timeout
+IN_FLIGHT = 12  # cells running at once: bounded like a user clicking "run all" on a batch
+TASK_LATENCY = 0.1  # seconds from submit to done at the emulator
+JOIN_LIMIT = 60.0  # one generation that hangs fails the soak instead of the global timeout
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,7 @@ def noisy_emulator():
 
 
 def _run_cell(session: Session, index: int) -> CellResult:
-    request = GenerationRequest(prompt=f"soak test image number {index}: a lighthouse in a storm",
-                                output_format="jpg")
+    request = GenerationRequest(prompt=f"soak test image number {index}: a lighthouse in a storm", output_format="jpg")
     try:
         generation = session.submit(request, force=True)
     except NanoBananaError as exc:
@@ -71,16 +70,16 @@ def _run_cell(session: Session, index: int) -> CellResult:
 
 def _is_clear(error: BaseException) -> bool:
     message = str(error)
-    return (isinstance(error, NanoBananaError) and bool(message) and "\n" not in message
-            and API_KEY not in message)
+    return isinstance(error, NanoBananaError) and bool(message) and "\n" not in message and API_KEY not in message
 
 
-def test_soak_loses_nothing_and_never_submits_twice(noisy_emulator: Emulator, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_soak_loses_nothing_and_never_submits_twice(
+    noisy_emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """N generations with random faults: each ends in an image or a clear error; none lost or doubled."""
-    settings = SessionSettings.for_emulator(noisy_emulator.base_url, API_KEY, tmp_path / "out",
-                                            timeout=JOIN_LIMIT, workers=4,
-                                            client_options={"retries": 4})  # the default count, fast backoff
+    settings = SessionSettings.for_emulator(
+        noisy_emulator.base_url, API_KEY, tmp_path / "out", timeout=JOIN_LIMIT, workers=4, client_options={"retries": 4}
+    )  # the default count, fast backoff
     session = Session(settings)
     started = time.monotonic()
     try:
@@ -103,9 +102,19 @@ def test_soak_loses_nothing_and_never_submits_twice(noisy_emulator: Emulator, tm
     doubled = max(0, noisy_emulator.submit_count - len(generations))
     faults = Counter(f"{r.phase}:{r.fault.kind}" for r in noisy_emulator.requests if r.fault is not None)
 
-    report = _report(SIZE, len(generations), len(succeeded), len(clear), len(errors) - len(clear),
-                     len(lost), doubled, len(noisy_emulator.requests), faults, seconds,
-                     Counter(type(e).__name__ for e in errors))
+    report = _report(
+        SIZE,
+        len(generations),
+        len(succeeded),
+        len(clear),
+        len(errors) - len(clear),
+        len(lost),
+        doubled,
+        len(noisy_emulator.requests),
+        faults,
+        seconds,
+        Counter(type(e).__name__ for e in errors),
+    )
     with capsys.disabled():
         print("\n" + report)
 
@@ -121,8 +130,19 @@ def test_soak_loses_nothing_and_never_submits_twice(noisy_emulator: Emulator, tm
     assert all(count == 1 for count in finished.values()), "a task's outcome was logged twice"
 
 
-def _report(size: int, accepted: int, succeeded: int, clear: int, unclear: int, lost: int, doubled: int,
-            requests: int, faults: Counter, seconds: float, error_classes: Counter) -> str:
+def _report(
+    size: int,
+    accepted: int,
+    succeeded: int,
+    clear: int,
+    unclear: int,
+    lost: int,
+    doubled: int,
+    requests: int,
+    faults: Counter,
+    seconds: float,
+    error_classes: Counter,
+) -> str:
     rows = [
         ("cells submitted", size),
         ("accepted (task id received)", accepted),

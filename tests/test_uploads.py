@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from s3_server import S3_KEY, S3_SECRET
 
 from nanobanana_magic.core.errors import InvalidRequestError, NanoBananaError
 from nanobanana_magic.runtime.uploads import UPLOAD_EXTRA_HINT, Uploader
-from s3_server import S3_KEY, S3_SECRET, http_folder, s3_bucket, s3_server  # noqa: F401 (fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"test image bytes" * 8
 
@@ -26,6 +26,7 @@ def assert_one_clean_line(message: str) -> None:
 
 
 # --- S3 (moto server, real HTTP) -------------------------------------------------------------
+
 
 def test_object_is_named_by_sha256_under_the_prefix(s3_server, s3_bucket):
     uploader = Uploader(f"s3://{s3_bucket}/refs/run1", s3_server.options())
@@ -108,6 +109,7 @@ def test_expiry_longer_than_sigv4_allows_is_refused(s3_server, s3_bucket):
 
 # --- storage errors: one line, no credentials, no signature ---------------------------------
 
+
 def test_missing_bucket_is_a_one_line_error(s3_server):
     uploader = Uploader("s3://no-such-bucket-here/p", s3_server.options())
     with pytest.raises(NanoBananaError, match="bucket or folder does not exist") as caught:
@@ -129,9 +131,15 @@ def test_refused_credentials_are_access_denied_without_the_credentials(s3_server
 
 
 def test_no_credentials_says_where_to_set_them(s3_server, s3_bucket, monkeypatch, tmp_path):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -145,8 +153,12 @@ def test_unreachable_endpoint_is_a_one_line_error(s3_bucket):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": S3_KEY, "secret": S3_SECRET,
-               "config_kwargs": {"retries": {"max_attempts": 1}}}
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "key": S3_KEY,
+        "secret": S3_SECRET,
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }
     with pytest.raises(NanoBananaError, match="cannot reach the storage service") as caught:
         Uploader(f"s3://{s3_bucket}/p", options).url_for(PNG, ".png")
     assert_one_clean_line(str(caught.value))
@@ -175,6 +187,7 @@ def test_repr_shows_the_location_not_the_credentials(s3_server, s3_bucket):
 
 
 # --- file:// behind a web server -------------------------------------------------------------
+
 
 def test_file_folder_is_served_at_the_public_url(http_folder):
     folder, base_url = http_folder
@@ -212,6 +225,7 @@ def test_missing_file_folder_is_a_one_line_error(tmp_path):
 
 
 # --- configuration -----------------------------------------------------------------------------
+
 
 def test_without_fsspec_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "fsspec", None)

@@ -18,8 +18,9 @@ class NanoBananaError(Exception):
 
     hint: str | None = None  # a class may name its usual next step
 
-    def __init__(self, message: str, *, code: int | None = None, task_id: str | None = None,
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, task_id: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
@@ -30,7 +31,7 @@ class NanoBananaError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def again(self, message: str, **fields: object) -> "NanoBananaError":
+    def again(self, message: str, **fields: object) -> NanoBananaError:
         """The same kind of error with another message (and fields), the original as its cause."""
         values = {"code": self.code, "task_id": self.task_id, "hint": self.hint, **fields}
         error = type(self)(message, **values)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def image_format(data: bytes) -> str:
-    """"png", "jpg" or "bin", from the magic bytes (the server may not send what was asked)."""
+    """ "png", "jpg" or "bin", from the magic bytes (the server may not send what was asked)."""
     if data.startswith(_PNG_SIGNATURE):
         return "png"
     if data.startswith(b"\xff\xd8"):
@@ -76,7 +76,7 @@ def read_metadata(data: bytes) -> dict | None:
         if text is None and comment:
             comment = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
             prefix = METADATA_KEY + ":"
-            text = comment[len(prefix):] if comment.startswith(prefix) else None
+            text = comment[len(prefix) :] if comment.startswith(prefix) else None
     try:
         return json.loads(text) if text else None
     except ValueError:
@@ -93,12 +93,12 @@ def _png_with_text(data: bytes, keyword: str, text: str) -> bytes:
 
 
 def _jpeg_with_comment(data: bytes, text: str) -> bytes:
-    payload = text.encode("utf-8")[:65533 - 2]
+    payload = text.encode("utf-8")[: 65533 - 2]
     segment = b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
     pos = 2
     # JFIF/EXIF (APPn) segments must stay first; the comment goes after them.
     while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
-        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
     return data[:pos] + segment + data[pos:]
 
 
@@ -126,8 +126,10 @@ def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> str:
     try:
         with Image.open(BytesIO(data)) as image:
             if image.width * image.height > max_pixels:
-                raise DownloadError(f"the result image has too many pixels to decode safely "
-                                    f"({image.width}x{image.height}, limit {max_pixels:,})")
+                raise DownloadError(
+                    f"the result image has too many pixels to decode safely "
+                    f"({image.width}x{image.height}, limit {max_pixels:,})"
+                )
             if image.format == "PNG":
                 image.verify()
             elif image.format == "JPEG":
@@ -148,7 +150,7 @@ _PIL_NAMES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 
 def suffix_format(suffix: str) -> str:
-    """"png", "jpg" or "webp" for a file suffix; `InvalidRequestError` for any other."""
+    """ "png", "jpg" or "webp" for a file suffix; `InvalidRequestError` for any other."""
     from .errors import InvalidRequestError
 
     fmt = SUFFIXES.get(suffix.lower())

@@ -7,7 +7,8 @@ failure is one line that names the problem, and nothing is half-interpolated.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from .errors import InvalidRequestError
 
@@ -31,7 +32,7 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
             raise InvalidRequestError(f"single '}}' in the prompt; {_HINT}")
         elif char == "{":
             end = _closing_brace(template, i)
-            out.append(_evaluate(template[i + 1:end], namespace))
+            out.append(_evaluate(template[i + 1 : end], namespace))
             i = end + 1
         else:
             out.append(char)
@@ -61,17 +62,17 @@ def _closing_brace(text: str, start: int) -> int:
     for i, char, depth in _outside_quotes(text, start):
         if char in "}])" and depth == 1:
             return i
-    snippet = text[start:start + 30]
+    snippet = text[start : start + 30]
     raise InvalidRequestError(f"unclosed '{{' in the prompt near {snippet!r}; {_HINT}")
 
 
 def _split_spec(field: str) -> tuple[str, str | None, str]:
     """expression, conversion, format spec: split at the first top-level `!` or `:`."""
     for i, char, depth in _outside_quotes(field):
-        if depth == 0 and char == "!" and field[i + 1:i + 2] in ("r", "s", "a") and field[i + 2:i + 3] in ("", ":"):
-            return field[:i], field[i + 1], field[i + 3:]
+        if depth == 0 and char == "!" and field[i + 1 : i + 2] in ("r", "s", "a") and field[i + 2 : i + 3] in ("", ":"):
+            return field[:i], field[i + 1], field[i + 3 :]
         if depth == 0 and char == ":":
-            return field[:i], None, field[i + 1:]
+            return field[:i], None, field[i + 1 :]
     return field, None, ""
 
 
@@ -93,17 +94,20 @@ def _evaluate(field: str, namespace: Mapping[str, Any]) -> str:
             shown = field if len(field) <= 40 else field[:39] + "…"
             raise InvalidRequestError(f"{{{shown}}} in the prompt is not a Python expression; {_HINT}") from None
     try:
-        value = eval(code, _GLOBALS, namespace)  # noqa: S307 - the user's own code, in their namespace
+        value = eval(code, _GLOBALS, namespace)
     except NameError as exc:
         name = getattr(exc, "name", None) or str(exc)
         raise InvalidRequestError(f"name '{name}' is not defined in the prompt; {_HINT}") from None
     except Exception as exc:
         raise InvalidRequestError(f"{{{field.strip()}}} in the prompt raised {type(exc).__name__}: {exc}") from None
     if conversion:
-        value = {"r": repr, "s": str, "a": ascii}[conversion](value)
+        convert: Any = {"r": repr, "s": str, "a": ascii}[conversion]
+        value = convert(value)
     try:
         return format(value, spec)
     except (TypeError, ValueError):
         shown = field if len(field) <= 40 else field[:39] + "…"
-        raise InvalidRequestError(f"{{{shown}}} in the prompt is not a Python expression with a valid "
-                                  f"format (':{spec[:20]}' does not fit {type(value).__name__}); {_HINT}") from None
+        raise InvalidRequestError(
+            f"{{{shown}}} in the prompt is not a Python expression with a valid "
+            f"format (':{spec[:20]}' does not fit {type(value).__name__}); {_HINT}"
+        ) from None

@@ -11,7 +11,8 @@ import html
 import itertools
 import os
 import time
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from .states import LABELS, TaskState
 
@@ -60,6 +61,7 @@ class GenerationView(Protocol):
 
 # -- formatting shared by every view ---------------------------------------
 
+
 def when(t: float | None, seconds: bool = True) -> str:
     """Local date and time of an epoch, or "—"."""
     return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(t)) if t else "—"
@@ -98,6 +100,7 @@ def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
 
 # -- one generation --------------------------------------------------------
 
+
 def status_text(gen: GenerationView) -> str:
     """`nanobanana · generating · 12.4 s · 2K · 16:9 · png · task 31ce2c17b257…`"""
     word = "resumed · generating" if getattr(gen, "resumed", False) and not gen.done else LABELS[gen.state][0]
@@ -108,11 +111,15 @@ def caption_lines(gen: GenerationView) -> list[str]:
     """Two lines under the image: what was asked, and where it is."""
     if gen.cached:
         first = when(gen.first_generated or gen.submitted_at, seconds=False)
-        return [f"\"{excerpt(gen.prompt)}\" · {params_text(gen.request)}",
-                f"cached · first generated {first} · task {gen.task_id} · {shown_path(gen.path)}"]
+        return [
+            f"\"{excerpt(gen.prompt)}\" · {params_text(gen.request)}",
+            f"cached · first generated {first} · task {gen.task_id} · {shown_path(gen.path)}",
+        ]
     resumed = "resumed · " if getattr(gen, "resumed", False) else ""
-    return [f"\"{excerpt(gen.prompt)}\" · {params_text(gen.request)} · {gen.elapsed:.1f} s",
-            f"{resumed}task {gen.task_id} · {shown_path(gen.path)}"]
+    return [
+        f"\"{excerpt(gen.prompt)}\" · {params_text(gen.request)} · {gen.elapsed:.1f} s",
+        f"{resumed}task {gen.task_id} · {shown_path(gen.path)}",
+    ]
 
 
 def error_text(gen: GenerationView, message: str | None = None) -> str:
@@ -122,15 +129,25 @@ def error_text(gen: GenerationView, message: str | None = None) -> str:
 
 
 def task_metadata(gen: GenerationView) -> dict:
-    return {MIME_META: {"task_id": gen.task_id, "status": gen.status, "request": gen.request,
-                        "path": str(gen.path) if gen.path else None, "url": gen.url,
-                        "cached": gen.cached, "elapsed": round(gen.elapsed, 2)}}
+    return {
+        MIME_META: {
+            "task_id": gen.task_id,
+            "status": gen.status,
+            "request": gen.request,
+            "path": str(gen.path) if gen.path else None,
+            "url": gen.url,
+            "cached": gen.cached,
+            "elapsed": round(gen.elapsed, 2),
+        }
+    }
 
 
 def status_bundle(gen: GenerationView, text: str | None = None) -> Bundle:
     text = text or status_text(gen)
     icon = LABELS[gen.state][1]
-    return {"text/plain": text, "text/html": f"<div style='{MUTED}'>{icon} {html.escape(text)}</div>"}, task_metadata(gen)
+    return {"text/plain": text, "text/html": f"<div style='{MUTED}'>{icon} {html.escape(text)}</div>"}, task_metadata(
+        gen
+    )
 
 
 def error_bundle(gen: GenerationView, message: str | None = None) -> Bundle:
@@ -138,8 +155,7 @@ def error_bundle(gen: GenerationView, message: str | None = None) -> Bundle:
     return {"text/plain": text, "text/html": f"<div style='{ERROR}'>{html.escape(text)}</div>"}, task_metadata(gen)
 
 
-def result_bundle(gen: GenerationView, preview: bytes | None, fmt: str = "jpeg",
-                  notes: Sequence[str] = ()) -> Bundle:
+def result_bundle(gen: GenerationView, preview: bytes | None, fmt: str = "jpeg", notes: Sequence[str] = ()) -> Bundle:
     """Preview image and caption as one output (`notes` are extra caption lines)."""
     lines = [*notes, *caption_lines(gen)]
     if preview is None:
@@ -147,13 +163,21 @@ def result_bundle(gen: GenerationView, preview: bytes | None, fmt: str = "jpeg",
     mime = "image/png" if fmt.lower() == "png" else "image/jpeg"
     caption = "<br>".join(html.escape(line) for line in lines)
     alt = html.escape(excerpt(gen.prompt), quote=True)
-    markup = (f"<figure style='margin:0'><img src='{data_uri(preview, mime)}' alt=\"{alt}\" "
-              f"style='max-width:100%;height:auto'/><figcaption style='{MUTED}'>{caption}</figcaption></figure>")
+    markup = (
+        f"<figure style='margin:0'><img src='{data_uri(preview, mime)}' alt=\"{alt}\" "
+        f"style='max-width:100%;height:auto'/><figcaption style='{MUTED}'>{caption}</figcaption></figure>"
+    )
     return {"text/plain": "\n".join(lines), "text/html": markup}, task_metadata(gen)
 
 
-def bundle_for(gen: GenerationView, preview: bytes | None = None, fmt: str = "jpeg", *,
-               error_message: str | None = None, notes: Sequence[str] = ()) -> Bundle:
+def bundle_for(
+    gen: GenerationView,
+    preview: bytes | None = None,
+    fmt: str = "jpeg",
+    *,
+    error_message: str | None = None,
+    notes: Sequence[str] = (),
+) -> Bundle:
     """The bundle for the generation's current state."""
     if gen.state is TaskState.SUCCEEDED:
         return result_bundle(gen, preview, fmt, notes)
@@ -169,6 +193,7 @@ def generation_html(gen: GenerationView, preview: bytes | None) -> str:
 
 
 # -- a sweep's grid ----------------------------------------------------------
+
 
 def combinations(axes: Sequence[Axis]) -> list[dict[str, Any]]:
     """The cartesian product of the axes, in order (the last axis varies fastest)."""
@@ -207,8 +232,9 @@ def grid_text(axes: Sequence[Axis], cells: Sequence[GenerationView | None]) -> s
     return "\n".join(lines)
 
 
-def grid_html(axes: Sequence[Axis], cells: Sequence[GenerationView | None], thumbs: Mapping[str, bytes],
-              thumb_px: int = 256) -> str:
+def grid_html(
+    axes: Sequence[Axis], cells: Sequence[GenerationView | None], thumbs: Mapping[str, bytes], thumb_px: int = 256
+) -> str:
     """A labelled table of thumbnails (`thumbs`: task id → JPEG bytes) that fills in as tasks end."""
     combos = combinations(axes)
     columns, rows = grid_shape(axes, len(cells))
@@ -222,20 +248,25 @@ def grid_html(axes: Sequence[Axis], cells: Sequence[GenerationView | None], thum
     done = sum(1 for g in cells if g is not None and g.state is TaskState.SUCCEEDED)
     failed = sum(1 for g in cells if g is not None and g.state in (TaskState.FAILED, TaskState.CANCELLED))
     caption = f"{done} of {len(cells)} succeeded" + (f" · {failed} failed" if failed else "")
-    return (f"<table style='border-collapse:collapse'><caption style='font-size:12px;text-align:left'>"
-            f"{caption}</caption><tr><th style='{GRID_HEAD}'></th>{head}</tr>{''.join(body)}</table>")
+    return (
+        f"<table style='border-collapse:collapse'><caption style='font-size:12px;text-align:left'>"
+        f"{caption}</caption><tr><th style='{GRID_HEAD}'></th>{head}</tr>{''.join(body)}</table>"
+    )
 
 
-def _grid_cell(gen: GenerationView | None, combo: Mapping[str, Any] | None, thumbs: Mapping[str, bytes],
-               thumb_px: int) -> str:
+def _grid_cell(
+    gen: GenerationView | None, combo: Mapping[str, Any] | None, thumbs: Mapping[str, bytes], thumb_px: int
+) -> str:
     label = f"{html.escape(', '.join(f'{k}={v}' for k, v in combo.items()))}<br>" if combo else ""
     if gen is None:
         return f"<td style='{GRID_CELL};color:#999'>{label}waiting to submit</td>"
     if gen.state is TaskState.SUCCEEDED and gen.task_id in thumbs:
         alt = html.escape(excerpt(gen.prompt), quote=True)
-        return (f"<td style='{GRID_CELL}'>{label}<img src='{data_uri(thumbs[gen.task_id])}' alt=\"{alt}\" "
-                f"style='max-width:{thumb_px}px;max-height:{thumb_px}px'/><br>"
-                f"<code>{html.escape(gen.task_id[:8])}</code></td>")
+        return (
+            f"<td style='{GRID_CELL}'>{label}<img src='{data_uri(thumbs[gen.task_id])}' alt=\"{alt}\" "
+            f"style='max-width:{thumb_px}px;max-height:{thumb_px}px'/><br>"
+            f"<code>{html.escape(gen.task_id[:8])}</code></td>"
+        )
     if gen.state is TaskState.PENDING:
         return f"<td style='{GRID_CELL};color:#666'>{label}⏳ {gen.elapsed:.0f} s</td>"
     return f"<td style='{GRID_CELL};color:#b00020'>{label}{html.escape(gen.error or gen.status)}</td>"
@@ -243,5 +274,8 @@ def _grid_cell(gen: GenerationView | None, combo: Mapping[str, Any] | None, thum
 
 def grid_bundle(axes: Sequence[Axis], cells: Sequence[GenerationView | None], thumbs: Mapping[str, bytes]) -> Bundle:
     return {"text/plain": grid_text(axes, cells), "text/html": grid_html(axes, cells, thumbs)}, {
-        MIME_META: {"sweep": [[name, list(map(str, values))] for name, values in axes],
-                    "task_ids": [g.task_id if g else None for g in cells]}}
+        MIME_META: {
+            "sweep": [[name, list(map(str, values))] for name, values in axes],
+            "task_ids": [g.task_id if g else None for g in cells],
+        }
+    }

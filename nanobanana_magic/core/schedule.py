@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 MIN_EVERY = 0.1  # the smallest interval a user may configure (INTERFACE.md)
 MIN_GAP = 0.25  # a learned schedule never polls more often than this
@@ -114,7 +115,7 @@ class _LogKernelDensity:
         iqr = logs[(3 * n) // 4] - logs[n // 4]
         spread = min(sd, iqr / 1.349) if iqr > 0 else sd
         # Silverman's rule of thumb: robust to outliers, near-optimal for a unimodal history.
-        self.bandwidth = max(0.9 * spread * n ** -0.2, self.MIN_BANDWIDTH)
+        self.bandwidth = max(0.9 * spread * n**-0.2, self.MIN_BANDWIDTH)
         self.logs = logs
 
     def cdf(self, t: float) -> float:
@@ -168,15 +169,22 @@ def _plan(cdf: Any, end: float, lag_cost: float, min_gap: float) -> tuple[float,
 class LearnedSchedule:
     """Poll times planned from the durations of finished tasks like this one; see the module docstring."""
 
-    def __init__(self, poll_times: Sequence[float], fallback: FixedSchedule,
-                 density: _LogKernelDensity | None = None) -> None:
+    def __init__(
+        self, poll_times: Sequence[float], fallback: FixedSchedule, density: _LogKernelDensity | None = None
+    ) -> None:
         self.poll_times = tuple(poll_times)
         self.fallback = fallback
         self._density = density
 
     @classmethod
-    def from_durations(cls, durations: Sequence[float], fallback: FixedSchedule | None = None, *,
-                       min_samples: int = 5, lag_cost: float = 6.0) -> "LearnedSchedule":
+    def from_durations(
+        cls,
+        durations: Sequence[float],
+        fallback: FixedSchedule | None = None,
+        *,
+        min_samples: int = 5,
+        lag_cost: float = 6.0,
+    ) -> LearnedSchedule:
         """Plan from `durations` (seconds, same resolution); under `min_samples` usable ones, the fallback.
 
         `lag_cost` is how many status requests one second of lag is worth: higher
@@ -229,19 +237,22 @@ def _record_duration(record: Mapping[str, Any]) -> float | None:
     """
     start, end = record.get("submitted_t"), record.get("finished_t")
     if _is_number(start) and _is_number(end):
-        return float(end) - float(start)
+        return float(end) - float(start)  # type: ignore[arg-type]
     created, completed = record.get("created"), record.get("completed")
     if isinstance(created, str) and isinstance(completed, str):
         try:
-            delta = datetime.strptime(completed.strip(), _SERVICE_TIME) - datetime.strptime(created.strip(), _SERVICE_TIME)
+            delta = datetime.strptime(completed.strip(), _SERVICE_TIME) - datetime.strptime(
+                created.strip(), _SERVICE_TIME
+            )
         except ValueError:
             return None
         return delta.total_seconds()
     return None
 
 
-def durations_by_resolution(records: Iterable[Mapping[str, Any]], *,
-                            newest: int = NEWEST_DURATIONS) -> dict[str, list[float]]:
+def durations_by_resolution(
+    records: Iterable[Mapping[str, Any]], *, newest: int = NEWEST_DURATIONS
+) -> dict[str, list[float]]:
     """Durations of the succeeded tasks per resolution ("1K", ...), oldest first, the newest `newest` of each.
 
     `records` are run-log-like dicts in log order (oldest first) with `request.resolution`,

@@ -38,7 +38,7 @@ class ApiKey:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self):  # pickling would write the key somewhere
+    def __reduce__(self) -> tuple:  # pickling would write the key somewhere
         raise TypeError("an API key is not picklable")
 
 
@@ -53,7 +53,7 @@ class MaskedHeader(str):
         return repr(f"{scheme} {mask(secret)}")
 
 
-def as_key(value: "str | ApiKey | None") -> ApiKey | None:
+def as_key(value: str | ApiKey | None) -> ApiKey | None:
     """`ApiKey` from a string, a key or nothing (empty strings count as nothing)."""
     if value is None or isinstance(value, ApiKey):
         return value

@@ -49,7 +49,7 @@ class TaskStatus:
         return body if isinstance(body, dict) else {}
 
     @classmethod
-    def from_data(cls, task_id: str, data: Any) -> "TaskStatus":
+    def from_data(cls, task_id: str, data: Any) -> TaskStatus:
         """Parse `data` of record-info; nulls, empty strings, string flags and extra fields are fine."""
         data = data if isinstance(data, dict) else {}
         flag = as_int(data.get("successFlag"))
@@ -62,11 +62,18 @@ class TaskStatus:
             anomaly = f"unknown successFlag {str(data.get('successFlag'))[:20]!r}"
         if state is TaskState.SUCCEEDED and not url:
             state, anomaly = TaskState.PENDING, "success reported without a result URL"
-        return cls(task_id=text(data.get("taskId")) or task_id, state=state, flag=flag,
-                   result_url=url, error_code=data.get("errorCode") or None,
-                   error_message=text(data.get("errorMessage")),
-                   created=text(data.get("createTime")), completed=text(data.get("completeTime")),
-                   anomaly=anomaly, raw=data)
+        return cls(
+            task_id=text(data.get("taskId")) or task_id,
+            state=state,
+            flag=flag,
+            result_url=url,
+            error_code=data.get("errorCode") or None,
+            error_message=text(data.get("errorMessage")),
+            created=text(data.get("createTime")),
+            completed=text(data.get("completeTime")),
+            anomaly=anomaly,
+            raw=data,
+        )
 
 
 def parse_service_time(value: str | None) -> float | None:

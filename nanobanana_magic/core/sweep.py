@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import InvalidRequestError
-from .render import Axis
 from .params import BY_NAME, PARAMETERS, Param
+from .render import Axis
 
 
 def _sweep_param(name: str) -> Param | None:
@@ -23,10 +24,10 @@ def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
         if not sep or not name or not text.strip():
             raise InvalidRequestError(f"--sweep takes NAME=V1,V2 or NAME=@list, not '{spec}'")
         if text.startswith("@"):
-            values = namespace.get(text[1:].strip())
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            found: Any = namespace.get(text[1:].strip())
+            if isinstance(found, (str, bytes)) or not hasattr(found, "__iter__"):
                 raise InvalidRequestError(f"--sweep {name}=@{text[1:]}: '{text[1:]}' is not a list in your namespace")
-            values = list(values)
+            values = list(found)
         else:
             values = [v.strip() for v in text.split(",") if v.strip()]
         param = _sweep_param(name)
@@ -34,8 +35,9 @@ def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
             name = param.name
             values = [param.clean([v] if param.kind == "urls" else v) for v in values]
         elif not name.isidentifier():
-            raise InvalidRequestError(f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) "
-                                      "nor a variable name")
+            raise InvalidRequestError(
+                f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) nor a variable name"
+            )
         if not values:
             raise InvalidRequestError(f"--sweep {name} has no values")
         axes.append((name, values))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .render import CELL, MONO, TABLE, data_uri, excerpt, when
 from .secret import ApiKey, mask
@@ -49,13 +50,23 @@ def history_rows(entries: Sequence[EntryView], paths: Mapping[str, str] | None =
     rows = []
     for e in entries:
         outcome = paths.get(e.task_id) or e.file or (" ".join(str(e.error).split()) if e.error else "—")
-        rows.append([when(e.submitted_at), e.status, e.task_id, str(e.request.get("resolution", "")),
-                     str(e.request.get("aspectRatio", "")), excerpt(e.request.get("prompt", ""), 30), outcome])
+        rows.append(
+            [
+                when(e.submitted_at),
+                e.status,
+                e.task_id,
+                str(e.request.get("resolution", "")),
+                str(e.request.get("aspectRatio", "")),
+                excerpt(e.request.get("prompt", ""), 30),
+                outcome,
+            ]
+        )
     return rows
 
 
-def history_bundle(entries: Sequence[EntryView], where: str, paths: Mapping[str, str],
-                   thumbs: Mapping[str, bytes], note: str = "") -> dict:
+def history_bundle(
+    entries: Sequence[EntryView], where: str, paths: Mapping[str, str], thumbs: Mapping[str, bytes], note: str = ""
+) -> dict:
     """The run log as a text table and an HTML table with thumbnails (`thumbs`: task id → JPEG)."""
     if not entries:
         text = f"no generations yet in {where}"
@@ -69,8 +80,9 @@ def history_bundle(entries: Sequence[EntryView], where: str, paths: Mapping[str,
         elif entry.status != "succeeded":
             cells[1] = f"<span style='color:#b00020'>{html.escape(entry.status)}</span>"
         if entry.task_id in thumbs:
-            cells[-1] = (f"<img src='{data_uri(thumbs[entry.task_id])}' style='height:48px;vertical-align:middle'/> "
-                         + cells[-1])
+            cells[-1] = (
+                f"<img src='{data_uri(thumbs[entry.task_id])}' style='height:48px;vertical-align:middle'/> " + cells[-1]
+            )
         html_rows.append(cells)
     text = _table(HISTORY_HEADERS, rows) + (f"\n{note}" if note else "")
     markup = _html_table(HISTORY_HEADERS, html_rows) + (f"<p style='{MONO}'>{html.escape(note)}</p>" if note else "")
@@ -78,35 +90,55 @@ def history_bundle(entries: Sequence[EntryView], where: str, paths: Mapping[str,
 
 
 def config_bundle(settings: Mapping[str, Any]) -> dict:
-    rows = [[name, repr(value) if not isinstance(value, str) or name != "api_key" else value]
-            for name, value in settings.items()]
+    rows = [
+        [name, repr(value) if not isinstance(value, str) or name != "api_key" else value]
+        for name, value in settings.items()
+    ]
     text = _table(["setting", "value"], rows)
-    return {"text/plain": text, "text/html": _html_table(["setting", "value"],
-                                                         [[html.escape(a), html.escape(b)] for a, b in rows])}
+    return {
+        "text/plain": text,
+        "text/html": _html_table(["setting", "value"], [[html.escape(a), html.escape(b)] for a, b in rows]),
+    }
 
 
-def task_status_bundle(status: "TaskStatus") -> dict:
-    rows = [["task id", status.task_id], ["state", f"{status.state} (successFlag {status.flag}, {status.flag_name})"],
-            ["created", status.created or "—"], ["completed", status.completed or "—"],
-            ["result URL", status.result_url or "—"]]
+def task_status_bundle(status: TaskStatus) -> dict:
+    rows = [
+        ["task id", status.task_id],
+        ["state", f"{status.state} (successFlag {status.flag}, {status.flag_name})"],
+        ["created", status.created or "—"],
+        ["completed", status.completed or "—"],
+        ["result URL", status.result_url or "—"],
+    ]
     if status.error_message or status.error_code:
         rows.append(["error", f"{status.error_message or ''} (code {status.error_code})"])
     text = _table(["field", "value"], rows)
-    return {"text/plain": text, "text/html": _html_table(["field", "value"],
-                                                         [[html.escape(a), html.escape(b)] for a, b in rows])}
+    return {
+        "text/plain": text,
+        "text/html": _html_table(["field", "value"], [[html.escape(a), html.escape(b)] for a, b in rows]),
+    }
 
 
-def dry_run_bundle(request: "GenerationRequest", base_url: str, key: ApiKey | None) -> dict:
+def dry_run_bundle(request: GenerationRequest, base_url: str, key: ApiKey | None) -> dict:
     """What would be sent, with the key masked."""
     body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
-    text = (f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
-            f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}")
+    text = (
+        f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
+        f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}"
+    )
     return {"text/plain": text, "text/html": f"<pre style='{MONO}'>{html.escape(text)}</pre>"}
 
 
 def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
-    parts = ["nanobanana-magic: images from the NanoBanana API in a notebook.", "",
-             "CELL MAGIC", "", cell_usage.strip(), "", "LINE MAGIC COMMANDS", ""]
+    parts = [
+        "nanobanana-magic: images from the NanoBanana API in a notebook.",
+        "",
+        "CELL MAGIC",
+        "",
+        cell_usage.strip(),
+        "",
+        "LINE MAGIC COMMANDS",
+        "",
+    ]
     for name, func in commands.items():
         parser = getattr(func, "parser", None)
         usage = parser.format_usage().replace("usage: ", "").strip() if parser else f"%nanobanana {name}"
@@ -118,18 +150,28 @@ def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
     return "\n".join(parts)
 
 
-def sweep_dry_run_bundle(combos: list[dict], requests: list["GenerationRequest"], costs: Mapping[str, float]) -> dict:
+def sweep_dry_run_bundle(combos: list[dict], requests: list[GenerationRequest], costs: Mapping[str, float]) -> dict:
     """The requests a sweep would send, their count and (when prices are known) their cost."""
     rows = []
     for n, (combo, request) in enumerate(zip(combos, requests), 1):
         body = request.to_body()
-        rows.append([str(n), ", ".join(f"{k}={v}" for k, v in combo.items()), body["resolution"],
-                     body["aspectRatio"], excerpt(body["prompt"], 50)])
+        rows.append(
+            [
+                str(n),
+                ", ".join(f"{k}={v}" for k, v in combo.items()),
+                body["resolution"],
+                body["aspectRatio"],
+                excerpt(body["prompt"], 50),
+            ]
+        )
     total = f"{len(requests)} requests; nothing sent"
     prices = [costs.get(r.to_body()["resolution"]) for r in requests]
     if costs and all(p is not None for p in prices):
-        total += f"; they would cost {sum(prices):g} credits"
+        total += f"; they would cost {sum(p or 0 for p in prices):g} credits"
     headers = ["#", "sweep", "res", "ratio", "prompt"]
     text = "dry run: " + total + "\n" + _table(headers, rows)
-    return {"text/plain": text, "text/html": f"<p>dry run: {html.escape(total)}</p>" + _html_table(
-        headers, [[html.escape(c) for c in row] for row in rows])}
+    return {
+        "text/plain": text,
+        "text/html": f"<p>dry run: {html.escape(total)}</p>"
+        + _html_table(headers, [[html.escape(c) for c in row] for row in rows]),
+    }

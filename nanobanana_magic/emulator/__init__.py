@@ -16,5 +16,15 @@ from .records import Stats
 from .server import Emulator
 from .tasks import COSTS
 
-__all__ = ["COSTS", "DEFAULT_MEDIANS", "KINDS", "PHASES", "Emulator", "Fault", "LognormalDurations", "Options",
-           "Stats", "parse_fault"]
+__all__ = [
+    "COSTS",
+    "DEFAULT_MEDIANS",
+    "KINDS",
+    "PHASES",
+    "Emulator",
+    "Fault",
+    "LognormalDurations",
+    "Options",
+    "Stats",
+    "parse_fault",
+]

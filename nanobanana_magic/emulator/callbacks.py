@@ -7,7 +7,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CALLBACK_TIMEOUT = 15.0
 
@@ -46,8 +47,9 @@ class CallbackSender:
             if task_id in self._sent:
                 return
             self._sent.add(task_id)
-        threading.Thread(target=self._post, args=(task_id, url, payload), daemon=True,
-                         name=f"nanobanana-callback-{task_id[:8]}").start()
+        threading.Thread(
+            target=self._post, args=(task_id, url, payload), daemon=True, name=f"nanobanana-callback-{task_id[:8]}"
+        ).start()
 
     def cancel_pending(self) -> None:
         """Drop callbacks not sent yet (emulator stopped or reset)."""
@@ -69,11 +71,19 @@ class CallbackSender:
         self.send(task_id, url, payload())
 
     def _post(self, task_id: str, url: str, payload: dict) -> None:
-        attempt: dict[str, Any] = {"url": url, "task_id": task_id, "status": None, "error": None,
-                                   "payload": payload, "time": time.time()}
+        attempt: dict[str, Any] = {
+            "url": url,
+            "task_id": task_id,
+            "status": None,
+            "error": None,
+            "payload": payload,
+            "time": time.time(),
+        }
         # No Authorization header: the key must never travel to a third-party host.
         request = urllib.request.Request(
-            url, data=json.dumps(payload).encode("utf-8"), method="POST",
+            url,
+            data=json.dumps(payload).encode("utf-8"),
+            method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "nanobanana-emulator"},
         )
         try:
@@ -81,7 +91,7 @@ class CallbackSender:
                 attempt["status"] = response.status
         except urllib.error.HTTPError as error:
             attempt["status"] = error.code
-        except Exception as error:  # noqa: BLE001 - any failure is recorded, never raised
+        except Exception as error:
             attempt["error"] = f"{type(error).__name__}: {error}"
         with self._lock:
             self._attempts.append(attempt)

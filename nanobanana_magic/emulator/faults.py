@@ -76,8 +76,20 @@ DESCRIPTIONS = {
 }
 
 #: Kinds that answer without letting the service see the request.
-REPLACING_KINDS = frozenset({"status", "malformed", "html", "corrupt", "not_found", "wrong_type", "bomb", "endless",
-                             "forbidden", "server_exception"})
+REPLACING_KINDS = frozenset(
+    {
+        "status",
+        "malformed",
+        "html",
+        "corrupt",
+        "not_found",
+        "wrong_type",
+        "bomb",
+        "endless",
+        "forbidden",
+        "server_exception",
+    }
+)
 
 #: Shapes of a "success without a URL": resultImageUrl null, resultImageUrl "", or response null.
 URL_SHAPES = ("null", "empty", "missing")

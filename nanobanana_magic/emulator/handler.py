@@ -88,13 +88,13 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: EmulatorHTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_GET(self) -> None:
         self._serve()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args) -> None:
         if self.server.verbose:
             sys.stderr.write(f"[nanobanana-emulator] {self.address_string()} {format % args}\n")
 
@@ -121,15 +121,16 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         record.status, record.code, record.limited_by = reply.status, reply.code, reply.limited_by
         self._deliver(reply, fault)
 
-    def _answer(self, path: str, query: dict[str, str], headers: Headers, body: bytes,
-                fault: Fault | None) -> tuple[Reply, Fault | None]:
+    def _answer(
+        self, path: str, query: dict[str, str], headers: Headers, body: bytes, fault: Fault | None
+    ) -> tuple[Reply, Fault | None]:
         """The service's (or the fault's) answer, and the fault still to apply on delivery."""
         service = self.server.service
         try:
             if fault and fault.replaces_answer:
                 return service.fault_reply(fault, path), fault
             return service.handle(self.command, path, query, headers, body, fault), fault
-        except Exception:  # noqa: BLE001 - an emulator bug must still produce an answer
+        except Exception:
             traceback.print_exc()
             return json_reply({"code": 500, "msg": "emulator internal error"}, status=500), None
 
@@ -208,7 +209,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         pieces = 20
         step = max(1, -(-len(reply.body) // pieces))
         for start in range(0, len(reply.body), step):
-            self.wfile.write(reply.body[start:start + step])
+            self.wfile.write(reply.body[start : start + step])
             if self._pause(seconds / pieces):
                 return
 

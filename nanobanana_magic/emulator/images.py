@@ -14,9 +14,10 @@ import textwrap
 import threading
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Callable
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -103,9 +104,11 @@ class Reference:
     image: PILImage.Image | None = None
 
 
-def fetch_references(urls: tuple[str, ...] | list[str], timeout: float = REFERENCE_TIMEOUT,
-                     max_bytes: int = MAX_REFERENCE_BYTES) -> list[Reference]:
+def fetch_references(
+    urls: tuple[str, ...] | list[str], timeout: float = REFERENCE_TIMEOUT, max_bytes: int = MAX_REFERENCE_BYTES
+) -> list[Reference]:
     """Fetch several references at once, so slow hosts cost one timeout, not one each."""
+
     def load(url: str) -> Reference:
         return load_reference(url, timeout, max_bytes)
 
@@ -129,7 +132,7 @@ def load_reference(url: str, timeout: float = REFERENCE_TIMEOUT, max_bytes: int 
         request = urllib.request.Request(url, headers={"User-Agent": "nanobanana-emulator"})
         with _NO_PROXY_OPENER.open(request, timeout=timeout) as response:
             data = response.read(max_bytes + 1)
-    except Exception:  # noqa: BLE001 - refused, timed out, HTTP error, bad URL: all the same to the picture
+    except Exception:
         return Reference(url, "unreachable")
     if len(data) > max_bytes:
         return Reference(url, "too large")
@@ -147,7 +150,7 @@ def _decode_reference(url: str, data: bytes) -> Reference:
         image = image.convert("RGB")
         image.thumbnail((512, 512))
         return Reference(url, "ok", image)
-    except Exception:  # noqa: BLE001 - a bad reference must only ever cost a placeholder
+    except Exception:
         return Reference(url, "not an image")
 
 
@@ -167,7 +170,7 @@ def sample_names() -> tuple[str, ...]:
     return tuple(sorted(_SAMPLES))
 
 
-@lru_cache(maxsize=None)
+@cache
 def sample_png(name: str) -> bytes | None:
     """PNG bytes of a built-in sample picture, or None when there is no such sample."""
     draw = _SAMPLES.get(name)
@@ -324,8 +327,13 @@ def _draw_footer(image: PILImage.Image, text: str) -> None:
         size -= 2
         font = _font(size)
     draw.text(
-        (width // 2, height - size // 2), text, font=font, anchor="md", fill=(255, 255, 255),
-        stroke_width=1, stroke_fill=(0, 0, 0),
+        (width // 2, height - size // 2),
+        text,
+        font=font,
+        anchor="md",
+        fill=(255, 255, 255),
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
     )
 
 
@@ -356,20 +364,35 @@ def _draw_references(image: PILImage.Image, references: list[Reference]) -> None
         thumb = reference.image.copy()
         thumb.thumbnail((inner, inner))
         image.paste(thumb, (left + (slot - thumb.width) // 2, top + (slot - thumb.height) // 2))
-        _draw_label(draw, (left + 3 * frame, top + slot - 3 * frame), str(index + 1), inner // 2,
-                    size=max(10, slot // 6), anchor="ld")
+        _draw_label(
+            draw,
+            (left + 3 * frame, top + slot - 3 * frame),
+            str(index + 1),
+            inner // 2,
+            size=max(10, slot // 6),
+            anchor="ld",
+        )
 
 
-def _draw_label(draw, at: tuple[int, int], text: str, max_width: int, size: int | None = None,
-                anchor: str = "mm") -> None:
+def _draw_label(
+    draw, at: tuple[int, int], text: str, max_width: int, size: int | None = None, anchor: str = "mm"
+) -> None:
     """White text with a dark outline at ``at``, shrunk until it fits in ``max_width``."""
     size = size or max(8, max_width // 6)
     font = _font(size)
     while size > 8 and draw.multiline_textbbox((0, 0), text, font=font)[2] > max_width:
         size -= 1
         font = _font(size)
-    draw.multiline_text(at, text, font=font, anchor=anchor, align="center", fill=(255, 255, 255),
-                        stroke_width=max(1, size // 10), stroke_fill=(0, 0, 0))
+    draw.multiline_text(
+        at,
+        text,
+        font=font,
+        anchor=anchor,
+        align="center",
+        fill=(255, 255, 255),
+        stroke_width=max(1, size // 10),
+        stroke_fill=(0, 0, 0),
+    )
 
 
 def _draw_placeholder(draw, left: int, top: int, side: int) -> None:

@@ -52,8 +52,9 @@ class Options:
         for name in ("relative_urls", "wrong_extension"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        if self.file_content_type is not None and not (isinstance(self.file_content_type, str)
-                                                       and self.file_content_type.strip()):
+        if self.file_content_type is not None and not (
+            isinstance(self.file_content_type, str) and self.file_content_type.strip()
+        ):
             raise ValueError(f"file_content_type must be a non-empty string or None; got {self.file_content_type!r}")
         _count("trailing_bytes", self.trailing_bytes, minimum=0)
         _count("unregistered_polls", self.unregistered_polls, minimum=0)

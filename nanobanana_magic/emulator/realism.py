@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 DURATION_MODES = ("fixed", "lognormal")
 
@@ -29,8 +29,9 @@ class LognormalDurations:
     order of resolutions replays exactly.
     """
 
-    def __init__(self, medians: Mapping[str, float] | None = None, sigma: float = DEFAULT_SIGMA,
-                 seed: int = 1234) -> None:
+    def __init__(
+        self, medians: Mapping[str, float] | None = None, sigma: float = DEFAULT_SIGMA, seed: int = 1234
+    ) -> None:
         self.medians = {**DEFAULT_MEDIANS, **(medians or {})}
         for resolution, median in self.medians.items():
             if resolution not in DEFAULT_MEDIANS:

@@ -4,8 +4,9 @@ and counters that tests use to steer and observe it."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from .faults import Fault
 from .handler import EmulatorHTTPServer
@@ -93,20 +94,37 @@ class Emulator:
         self.host = host
         self._requested_port = port
         options = Options(
-            message_key=message_key, unknown_task_id=unknown_task_id, relative_urls=relative_urls,
-            wrong_extension=wrong_extension, file_content_type=file_content_type, trailing_bytes=trailing_bytes,
-            unregistered_polls=unregistered_polls, failed_code=failed_code, rate_limit=rate_limit,
-            max_concurrent=max_concurrent, reference_timeout=reference_timeout,
+            message_key=message_key,
+            unknown_task_id=unknown_task_id,
+            relative_urls=relative_urls,
+            wrong_extension=wrong_extension,
+            file_content_type=file_content_type,
+            trailing_bytes=trailing_bytes,
+            unregistered_polls=unregistered_polls,
+            failed_code=failed_code,
+            rate_limit=rate_limit,
+            max_concurrent=max_concurrent,
+            reference_timeout=reference_timeout,
             reference_max_bytes=reference_max_bytes,
         )
-        self._initial = {"latency": latency, "credits": credits, "error_style": error_style,
-                         "files_base_url": files_base_url, "options": options}
+        self._initial = {
+            "latency": latency,
+            "credits": credits,
+            "error_style": error_style,
+            "files_base_url": files_base_url,
+            "options": options,
+        }
         self._files_base_url = files_base_url
         self.verbose = verbose
         self._service = Service(
-            api_key=api_key, latency=latency, credits=credits, error_style=error_style,
-            fail_words=tuple(fail_words), files_base_url=lambda: self.files_base_url,
-            options=options, durations=_durations(durations, medians, sigma, duration_seed),
+            api_key=api_key,
+            latency=latency,
+            credits=credits,
+            error_style=error_style,
+            fail_words=tuple(fail_words),
+            files_base_url=lambda: self.files_base_url,
+            options=options,
+            durations=_durations(durations, medians, sigma, duration_seed),
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -122,8 +140,12 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
         self._server = EmulatorHTTPServer((self.host, self._requested_port), self._service, self.verbose)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"nanobanana-emulator-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"nanobanana-emulator-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -212,7 +234,7 @@ class Emulator:
 
     @property
     def error_style(self) -> str:
-        """"json" (HTTP 200 + JSON code) or "http" (the code as HTTP status)."""
+        """ "json" (HTTP 200 + JSON code) or "http" (the code as HTTP status)."""
         return self._service.error_style
 
     @error_style.setter
@@ -233,8 +255,9 @@ class Emulator:
         self._service.finished(ended)
         return len(ended)
 
-    def fail_next(self, count: int = 1, flag: int = 3, code: int = 400,
-                  message: str = "flagged by content policy") -> None:
+    def fail_next(
+        self, count: int = 1, flag: int = 3, code: int = 400, message: str = "flagged by content policy"
+    ) -> None:
         """Make the next ``count`` created tasks fail with successFlag ``flag`` (2 or 3)."""
         self._service.store.order_failures(count, Failure(flag, code, message))
 
@@ -303,12 +326,14 @@ class Emulator:
     def poll_count(self, task_id: str | None = None) -> int:
         """record-info requests received, for one task or all."""
         return self._service.log.count(
-            lambda r: r.phase == "poll" and (task_id is None or r.query.get("taskId") == task_id))
+            lambda r: r.phase == "poll" and (task_id is None or r.query.get("taskId") == task_id)
+        )
 
     def download_count(self, task_id: str | None = None) -> int:
         """/files requests received, for one task or all."""
         return self._service.log.count(
-            lambda r: r.phase == "download" and (task_id is None or r.path.startswith(f"/files/{task_id}.")))
+            lambda r: r.phase == "download" and (task_id is None or r.path.startswith(f"/files/{task_id}."))
+        )
 
     @property
     def stats(self) -> Stats:

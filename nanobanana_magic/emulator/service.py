@@ -7,8 +7,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import images
 from .callbacks import CallbackSender
@@ -16,8 +17,19 @@ from .faults import Fault, FaultPlan
 from .options import Options
 from .realism import RateLimiter, retry_after_seconds
 from .records import API_PHASES, Headers, RequestLog
-from .tasks import (CREATE_TASK_FAILED, GENERATE_FAILED, SUCCESS, Durations, Failure, InsufficientCredits, Order,
-                    Task, TaskStore, TooManyGenerating, task_record)
+from .tasks import (
+    CREATE_TASK_FAILED,
+    GENERATE_FAILED,
+    SUCCESS,
+    Durations,
+    Failure,
+    InsufficientCredits,
+    Order,
+    Task,
+    TaskStore,
+    TooManyGenerating,
+    task_record,
+)
 from .validation import InvalidBody, validate_submit
 
 SUBMIT_PATH = "/api/v1/nanobanana/generate-2"
@@ -81,8 +93,12 @@ class Reply:
 def json_reply(payload: Any, status: int = 200) -> Reply:
     """A JSON answer (UTF-8, non-ASCII kept readable)."""
     code = payload.get("code") if isinstance(payload, dict) else None
-    return Reply(status, "application/json", json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                 code=code if isinstance(code, int) else None)
+    return Reply(
+        status,
+        "application/json",
+        json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+        code=code if isinstance(code, int) else None,
+    )
 
 
 def route_of(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -126,8 +142,14 @@ class Service:
 
     # --- answers --------------------------------------------------------------------
 
-    def error(self, code: int, msg: str | None = None, style: str | None = None,
-              retry_after: float | None = None, data: Any = _ABSENT) -> Reply:
+    def error(
+        self,
+        code: int,
+        msg: str | None = None,
+        style: str | None = None,
+        retry_after: float | None = None,
+        data: Any = _ABSENT,
+    ) -> Reply:
         """An API error in the configured style: HTTP status, or HTTP 200 with a JSON code.
 
         The text goes under the configured message key; ``data`` is added only when given.
@@ -149,8 +171,12 @@ class Service:
         wait = self.limiter.admit(limit)
         if wait is None:
             return None
-        reply = self.error(429, f"rate limited: more than {limit} requests per second", style="http",
-                           retry_after=retry_after_seconds(wait))
+        reply = self.error(
+            429,
+            f"rate limited: more than {limit} requests per second",
+            style="http",
+            retry_after=retry_after_seconds(wait),
+        )
         reply.limited_by = "rate"
         return reply
 
@@ -159,8 +185,9 @@ class Service:
         """The API's success envelope around ``data``."""
         return json_reply({"code": 200, "msg": "success", "data": data})
 
-    def handle(self, method: str, path: str, query: dict[str, str], headers: Headers, body: bytes,
-               fault: Fault | None) -> Reply:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: Headers, body: bytes, fault: Fault | None
+    ) -> Reply:
         """Serve one request whose fault (if any) does not replace the answer."""
         phase, parts = route_of(method, path)
         if phase == "submit":
@@ -193,8 +220,11 @@ class Service:
         if kind == "task_fails":
             return Order(failure=Failure(**fault.options), hidden_polls=hidden)
         if kind == "generation_failed":
-            return Order(failure=Failure(GENERATE_FAILED, fault["code"], fault["message"]),
-                         failed_code=fault["code"], hidden_polls=hidden)
+            return Order(
+                failure=Failure(GENERATE_FAILED, fault["code"], fault["message"]),
+                failed_code=fault["code"],
+                hidden_polls=hidden,
+            )
         if kind == "odd_flag":
             return Order(odd_flag=fault["flag"], hidden_polls=hidden)
         if kind == "no_url":
@@ -223,8 +253,9 @@ class Service:
             reply.limited_by = "concurrency"
             return reply
         if params.callback_url and task.done_at is not None:
-            self.callbacks.schedule(task.done_at - time.time(), task.task_id, params.callback_url,
-                                    lambda: self._payload_when_done(task))
+            self.callbacks.schedule(
+                task.done_at - time.time(), task.task_id, params.callback_url, lambda: self._payload_when_done(task)
+            )
         return self.success({"taskId": task.task_id})
 
     def record_info(self, headers: Headers, query: dict[str, str]) -> Reply:
@@ -242,8 +273,7 @@ class Service:
             return self.error(404, "task not found")
         failed_code = task.failed_code or self.options.failed_code
         if failed_code and task.flag in (CREATE_TASK_FAILED, GENERATE_FAILED):
-            return self.error(failed_code, task.failure.message if task.failed_code else "generation failed",
-                              data=None)
+            return self.error(failed_code, task.failure.message if task.failed_code else "generation failed", data=None)
         return self.success(self.record(task))
 
     def unknown_task(self, task_id: str) -> Reply:
@@ -263,8 +293,9 @@ class Service:
         name; a ``content_type`` fault or the file_content_type option overrides it.
         """
         if "Authorization" in headers:
-            return json_reply({"code": 403, "msg": "the file host refuses requests carrying an Authorization header"},
-                              status=403)
+            return json_reply(
+                {"code": 403, "msg": "the file host refuses requests carrying an Authorization header"}, status=403
+            )
         task = self.store.get(task_id)
         if task is None or task.flag != SUCCESS or ext not in (task.ext, self.result_ext(task)):
             return json_reply({"code": 404, "msg": "file not found"}, status=404)
@@ -311,14 +342,26 @@ class Service:
         if kind == "server_exception":
             return self.error(500, SERVER_EXCEPTION)
         if kind == "forbidden":
-            return Reply(403, "application/xml", b"<?xml version='1.0' encoding='UTF-8'?>\n"
-                         b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+            return Reply(
+                403,
+                "application/xml",
+                b"<?xml version='1.0' encoding='UTF-8'?>\n"
+                b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+            )
         if kind == "not_found":
-            return Reply(404, "application/xml", b"<?xml version='1.0' encoding='UTF-8'?>\n"
-                         b"<Error><Code>NoSuchKey</Code><Message>The link has expired.</Message></Error>")
+            return Reply(
+                404,
+                "application/xml",
+                b"<?xml version='1.0' encoding='UTF-8'?>\n"
+                b"<Error><Code>NoSuchKey</Code><Message>The link has expired.</Message></Error>",
+            )
         if kind == "wrong_type":
-            return Reply(200, "text/html; charset=utf-8", b"<!DOCTYPE html>\n<html><body><h1>Sign in to continue"
-                         b"</h1><form><input name='user'></form></body></html>\n")
+            return Reply(
+                200,
+                "text/html; charset=utf-8",
+                b"<!DOCTYPE html>\n<html><body><h1>Sign in to continue"
+                b"</h1><form><input name='user'></form></body></html>\n",
+            )
         if kind == "bomb":
             return Reply(200, "image/png", images.bomb_png())
         if kind == "endless":
@@ -345,13 +388,23 @@ class Service:
     def render(self, task: Task) -> bytes:
         """Draw the result image of a successful task, fetching its references now."""
         params = task.params
-        references = images.fetch_references(params.image_urls[:images.MAX_REFERENCES_DRAWN],
-                                             self.options.reference_timeout, self.options.reference_max_bytes)
+        references = images.fetch_references(
+            params.image_urls[: images.MAX_REFERENCES_DRAWN],
+            self.options.reference_timeout,
+            self.options.reference_max_bytes,
+        )
         self.reference_reports[task.task_id] = [(ref.url, ref.status) for ref in references]
-        return images.render_result(images.RenderSpec(
-            task.task_id, params.prompt, params.aspect_ratio, params.resolution,
-            params.output_format, params.image_urls,
-        ), references)
+        return images.render_result(
+            images.RenderSpec(
+                task.task_id,
+                params.prompt,
+                params.aspect_ratio,
+                params.resolution,
+                params.output_format,
+                params.image_urls,
+            ),
+            references,
+        )
 
     def finished(self, tasks: list[Task]) -> None:
         """Send the callbacks of tasks that were just ended by hand."""
@@ -369,5 +422,7 @@ def _image_type(path: str) -> str:
 
 
 def _proxy_page() -> bytes:
-    return (b"<html><head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n"
-            b"<hr><center>nginx</center>\n</body>\n</html>\n")
+    return (
+        b"<html><head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n"
+        b"<hr><center>nginx</center>\n</body>\n</html>\n"
+    )

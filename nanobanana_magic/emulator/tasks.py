@@ -136,8 +136,9 @@ def _response(task: Task, result_url: str) -> dict[str, Any] | None:
 class TaskStore:
     """Tasks, pending outcome orders and the balance. ``_lock`` guards all of them."""
 
-    def __init__(self, credits: int, latency: float | None, fail_words: tuple[str, ...],
-                 durations: Durations | None = None) -> None:
+    def __init__(
+        self, credits: int, latency: float | None, fail_words: tuple[str, ...], durations: Durations | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._failures: deque[Failure] = deque()
@@ -150,8 +151,9 @@ class TaskStore:
         self.submit_count = 0
         self.peak_generating = 0
 
-    def create(self, body: dict[str, Any], params: SubmitParams, order: Order = Order(),
-               max_generating: int | None = None) -> Task:
+    def create(
+        self, body: dict[str, Any], params: SubmitParams, order: Order = Order(), max_generating: int | None = None
+    ) -> Task:
         """Charge for and store a new task.
 
         Raises InsufficientCredits when broke and TooManyGenerating when ``max_generating``
@@ -166,8 +168,18 @@ class TaskStore:
             if self.credits < cost:
                 raise InsufficientCredits(f"insufficient credits: {cost} needed, {self.credits} left")
             self.credits -= cost
-            task = Task(uuid.uuid4().hex, body, params, now, None, cost=cost, odd_flag=order.odd_flag,
-                        url_shape=order.url_shape, hidden_polls=order.hidden_polls, failed_code=order.failed_code)
+            task = Task(
+                uuid.uuid4().hex,
+                body,
+                params,
+                now,
+                None,
+                cost=cost,
+                odd_flag=order.odd_flag,
+                url_shape=order.url_shape,
+                hidden_polls=order.hidden_polls,
+                failed_code=order.failed_code,
+            )
             self._decide_outcome(task, order.failure)
             duration = self._duration_locked(params.resolution)
             if not task.never_finishes and duration is not None:

@@ -42,7 +42,7 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 SUBMIT = 0
 POLL_LIKELY_DONE = 1
@@ -86,8 +86,14 @@ class RequestBudget:
     notified); tests inject it together with a fake clock and their own `condition`.
     """
 
-    def __init__(self, rate: float = DEFAULT_RATE, *, clock: Callable[[], float] = time.monotonic,
-                 wait: Wait = _wait_on, condition: threading.Condition | None = None) -> None:
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Wait = _wait_on,
+        condition: threading.Condition | None = None,
+    ) -> None:
         self._clock = clock
         self._wait = wait
         self._cond = condition or threading.Condition()  # guards every field below
@@ -215,5 +221,7 @@ class RequestBudget:
             self._cond.notify_all()
 
     def __repr__(self) -> str:
-        return (f"RequestBudget(rate={self._ceiling:g}/s, effective={self._rate:g}/s, started={self.started}, "
-                f"waiting={len(self._queue)}, penalties={self.penalties})")
+        return (
+            f"RequestBudget(rate={self._ceiling:g}/s, effective={self._rate:g}/s, started={self.started}, "
+            f"waiting={len(self._queue)}, penalties={self.penalties})"
+        )

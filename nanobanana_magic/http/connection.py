@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -38,10 +39,19 @@ NOT_IMAGES = ("text/html", "application/json", "text/plain", "application/xml", 
 class Connection:
     """Talks to the API. Thread-safe: the poller's workers share one connection."""
 
-    def __init__(self, api_key: "str | ApiKey | None" = None, base_url: str | None = None, *,
-                 connect_timeout: float = 5.0, read_timeout: float = 30.0, download_timeout: float = 120.0,
-                 retry: RetryPolicy | None = None, max_json_bytes: int = 4 << 20,
-                 max_download_bytes: int = 128 << 20, pool_size: int = 16) -> None:
+    def __init__(
+        self,
+        api_key: str | ApiKey | None = None,
+        base_url: str | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        download_timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        max_json_bytes: int = 4 << 20,
+        max_download_bytes: int = 128 << 20,
+        pool_size: int = 16,
+    ) -> None:
         self._key = as_key(api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY"))
         self.base_url = (base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
@@ -151,13 +161,13 @@ class Connection:
             raise error_for_code(code, _message(payload), attempts=max(attempt, attempts), task_id=task_id)
         raise AssertionError("unreachable")
 
-    def _exchange(self, method: str, url: str, headers: dict, task_id: str | None,
-                  **kwargs: Any) -> tuple[dict, int, float | None]:
+    def _exchange(
+        self, method: str, url: str, headers: dict, task_id: str | None, **kwargs: Any
+    ) -> tuple[dict, int, float | None]:
         """One HTTP exchange (urllib3 retries inside); returns the JSON object, attempt count and Retry-After."""
         submit = method == "POST"
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self.timeout,
-                                             stream=True, **kwargs)
+            response = self._session.request(method, url, headers=headers, timeout=self.timeout, stream=True, **kwargs)
             with response:
                 body = read_capped(response, self.max_json_bytes, seconds=self.timeout[1])
         except requests.Timeout as exc:
@@ -166,14 +176,16 @@ class Connection:
             raise _BrokenAnswer(f"no answer from {_host(url)} within {self.timeout[1]:g} s") from None
         except TooLarge as exc:
             where = MAY_EXIST if submit else "not read"
-            raise ServiceUnavailableError(f"the API's answer was too large ({exc}); {where}",
-                                          hint="history" if submit else None) from None
+            raise ServiceUnavailableError(
+                f"the API's answer was too large ({exc}); {where}", hint="history" if submit else None
+            ) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             if _certainly_not_sent(exc):
                 raise NetworkError(f"could not connect to {_host(url)}; check the network or base_url") from None
             if submit:
-                raise NetworkError(f"the connection dropped after the submit was sent; {MAY_EXIST}",
-                                   hint="history") from None
+                raise NetworkError(
+                    f"the connection dropped after the submit was sent; {MAY_EXIST}", hint="history"
+                ) from None
             raise _BrokenAnswer(f"the connection to {_host(url)} dropped before the answer arrived") from None
         except requests.RequestException as exc:
             raise NetworkError(f"request to {_host(url)} failed: {type(exc).__name__}") from None
@@ -182,16 +194,20 @@ class Connection:
         payload = _parse_json(body)
         if payload is None:
             first = body[:200].decode("utf-8", "replace").strip().splitlines()
-            detail = (f"HTTP {response.status_code}, body starts {first[0][:80]!r}" if first
-                      else f"HTTP {response.status_code}, empty body")
+            detail = (
+                f"HTTP {response.status_code}, body starts {first[0][:80]!r}"
+                if first
+                else f"HTTP {response.status_code}, empty body"
+            )
             if submit and response.status_code < 300:
                 raise ServiceUnavailableError(f"the submit answer was not JSON ({detail}); {MAY_EXIST}", hint="history")
             if response.status_code >= 400:
                 raise error_for_code(response.status_code, detail, attempts=attempts, task_id=task_id)
             raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
         if response.status_code != 200:  # urllib3 has already retried what was worth retrying
-            raise error_for_code(response.status_code, _message(payload) or response.reason, attempts=attempts,
-                                 task_id=task_id)
+            raise error_for_code(
+                response.status_code, _message(payload) or response.reason, attempts=attempts, task_id=task_id
+            )
         return payload, attempts, _retry_after(response.headers.get("Retry-After"))
 
     def _fetch_image(self, url: str, task_id: str | None) -> bytes:
@@ -204,8 +220,9 @@ class Connection:
                 if response.status_code == 403:
                     raise _Refused("the file host refused the download (403), though the task succeeded")
                 if response.status_code in (404, 410):
-                    raise DownloadError(f"the result URL answered {response.status_code}: it has expired or is gone",
-                                        task_id=task_id)
+                    raise DownloadError(
+                        f"the result URL answered {response.status_code}: it has expired or is gone", task_id=task_id
+                    )
                 if response.status_code != 200:
                     raise _RetryableDownload(f"the file host answered HTTP {response.status_code}")
                 ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -215,8 +232,12 @@ class Connection:
                 return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout)
         except TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
             raise _RetryableDownload(f"the image download broke off ({type(exc).__name__})") from None
 
 
@@ -306,7 +327,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
     try:
         return max(0.0, Retry(0).parse_retry_after(value))
-    except Exception:  # noqa: BLE001 - urllib3 raises InvalidHeader; a bad header means "no advice"
+    except Exception:
         return None
 
 

@@ -40,10 +40,20 @@ class RetryPolicy:
 
     def for_urllib3(self) -> Retry:
         """urllib3's retries on the same policy (connection errors, retryable statuses, Retry-After)."""
-        return ApiRetry(total=self.retries + 2, connect=self.retries, read=self.retries, status=self.retries,
-                        other=0, backoff_max=self.backoff_max, status_forcelist=RETRY_CODES,
-                        allowed_methods=frozenset({"GET", "POST"}), respect_retry_after_header=True,
-                        raise_on_status=False, raise_on_redirect=False, policy=self)
+        return ApiRetry(
+            total=self.retries + 2,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            backoff_max=self.backoff_max,
+            status_forcelist=RETRY_CODES,
+            allowed_methods=frozenset({"GET", "POST"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+            policy=self,
+        )
 
 
 class ApiRetry(Retry):
@@ -57,13 +67,20 @@ class ApiRetry(Retry):
         super().__init__(*args, **kwargs)
         self.policy = policy or RetryPolicy()
 
-    def new(self, **kwargs: Any) -> "ApiRetry":
+    def new(self, **kwargs: Any) -> ApiRetry:
         retry = super().new(**kwargs)
-        retry.policy = self.policy  # type: ignore[attr-defined]
-        return retry  # type: ignore[return-value]
+        retry.policy = self.policy
+        return retry
 
-    def increment(self, method: Any = None, url: Any = None, response: Any = None, error: Any = None,
-                  _pool: Any = None, _stacktrace: Any = None) -> Retry:
+    def increment(
+        self,
+        method: Any = None,
+        url: Any = None,
+        response: Any = None,
+        error: Any = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> ApiRetry:
         if method == "POST" and error is not None and self._is_read_error(error):
             return Retry.increment(self.new(read=False), method, url, response, error, _pool, _stacktrace)
         return super().increment(method, url, response, error, _pool, _stacktrace)

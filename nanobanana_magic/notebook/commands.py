@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
@@ -24,20 +25,23 @@ SINCE_HELP = "only tasks submitted since WHEN: 30m, 2h, 7d ago, or a date 2026-1
 
 def command(name: str) -> Callable[[Callable], Command]:
     """Register `func(magics, args)` as `%nanobanana NAME`; its `@argument`s make the parser and help."""
+
     def decorate(func: Callable) -> Command:
         func = kwds(formatter_class=argparse.RawDescriptionHelpFormatter)(func)
         func = magic_arguments(f"%nanobanana {name}")(func)
+        parser = func.parser  # type: ignore[attr-defined]  # set by magic_arguments
 
-        def run(magics: "NanoBananaMagics", rest: str) -> Any:
+        def run(magics: NanoBananaMagics, rest: str) -> Any:
             if _wants_help(rest):
-                print(func.parser.format_help().rstrip())
+                print(parser.format_help().rstrip())
                 return None
             return func(magics, parse_argstring(func, rest))
 
-        run.parser = func.parser  # type: ignore[attr-defined]
+        run.parser = parser  # type: ignore[attr-defined]
         run.__doc__ = func.__doc__
         COMMANDS[name] = run
         return run
+
     return decorate
 
 
@@ -51,7 +55,7 @@ def _wants_help(rest: str) -> bool:
 
 @command("help")
 @argument("topic", nargs="?", metavar="COMMAND", help="one command to explain (default: all)")
-def cmd_help(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_help(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Usage of every command and option, or of one command."""
     from ..core.tables import help_text
 
@@ -68,7 +72,7 @@ def cmd_help(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 
 @command("panel")
-def cmd_panel(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_panel(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Show the control panel (ipywidgets)."""
     from .control_panel import Panel, PanelContext
 
@@ -78,7 +82,7 @@ def cmd_panel(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 @command("wait")
 @argument("task_ids", nargs="*", metavar="TASK_ID", help="tasks to wait for (default: all pending in this kernel)")
 @argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (the tasks go on)")
-def cmd_wait(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Block until the named (default: all pending) tasks of this kernel end, updating their outputs."""
     waited = magics.session.resolve(args.task_ids)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -98,7 +102,7 @@ def cmd_wait(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 @command("status")
 @argument("task_id", metavar="TASK_ID")
-def cmd_status(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_status(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """One record-info call, shown readably."""
     from ..core.tables import task_status_bundle
 
@@ -108,13 +112,18 @@ def cmd_status(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 @command("fetch")
 @argument("task_id", metavar="TASK_ID")
 @argument("-o", "--out", metavar="NAME", help="bind the Generation to NAME")
-@argument("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
-          help="if the task is still running, block until it ends")
-def cmd_fetch(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+@argument(
+    "--wait",
+    dest="wait",
+    action=argparse.BooleanOptionalAction,
+    default=None,
+    help="if the task is still running, block until it ends",
+)
+def cmd_fetch(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Show (and bind) a task's image: from the local store, else from the API. Never submits."""
     generation = magics.session.fetch(args.task_id)
     if args.out:
-        magics.shell.user_ns[args.out] = generation
+        magics.user_ns[args.out] = generation
     if generation.status == "failed" and generation.exception is not None and not generation.url:
         raise generation.exception
     magics.session.track(generation)
@@ -123,11 +132,15 @@ def cmd_fetch(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 @command("history")
 @argument("-n", type=int, default=20, metavar="N", help="show the newest N (default 20; 0 = all)")
-@argument("--format", default="table", choices=["table", "json", "csv", "markdown"],
-          help="table (default), json, csv or markdown")
+@argument(
+    "--format",
+    default="table",
+    choices=["table", "json", "csv", "markdown"],
+    help="table (default), json, csv or markdown",
+)
 @argument("--since", metavar="WHEN", help=SINCE_HELP)
 @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
-def cmd_history(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """This directory's run log, newest first; pending tasks marked, full task ids."""
     from ..core.tables import history_bundle
     from ..runtime import provenance
@@ -139,7 +152,7 @@ def cmd_history(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
     if args.n:
         entries = entries[: args.n]
     if args.out:
-        magics.shell.user_ns[args.out] = [provenance.record(e, store) for e in entries]
+        magics.user_ns[args.out] = [provenance.record(e, store) for e in entries]
     if args.format != "table":
         print(provenance.render(entries, store, args.format), end="")
         return
@@ -157,7 +170,7 @@ def cmd_history(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 @command("export")
 @argument("path", metavar="PATH", help="file to write: .json, .jsonl, .csv or .md")
 @argument("--since", metavar="WHEN", help=SINCE_HELP)
-def cmd_export(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_export(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Write every generation of this directory (full request, times, status, file, sha256) to PATH."""
     from ..runtime import provenance
 
@@ -169,7 +182,7 @@ def cmd_export(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 
 @command("verify")
-def cmd_verify(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_verify(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Re-hash the saved files against the run log; report missing or altered ones."""
     from ..runtime import provenance
 
@@ -177,15 +190,17 @@ def cmd_verify(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
     bad = [c for c in checks if c.state != "ok"]
     for check in bad:
         print(f"{check.state:8} {check.entry.task_id}  {check.path}")
-    print(f"{len(checks) - len(bad)} of {len(checks)} saved images match the run log"
-          + (f"; {len(bad)} missing or altered" if bad else ""))
+    print(
+        f"{len(checks) - len(bad)} of {len(checks)} saved images match the run log"
+        + (f"; {len(bad)} missing or altered" if bad else "")
+    )
     if bad:
         raise NanoBananaError(f"{len(bad)} saved image(s) missing or altered; see the list above")
 
 
 @command("cancel")
 @argument("task_ids", nargs="*", metavar="TASK_ID", help="tasks to stop polling, or 'all'")
-def cmd_cancel(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_cancel(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Stop polling locally (the API has no cancel); the task stays in the history."""
     ids = [] if args.task_ids in ([], ["all"]) else args.task_ids
     generations = magics.session.resolve(ids)
@@ -195,13 +210,13 @@ def cmd_cancel(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 
 @command("credits")
-def cmd_credits(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_credits(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Remaining credit balance."""
     print(f"credits: {magics.session.connection.credits():g}")
 
 
 @command("config")
-def cmd_config(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_config(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Effective configuration, key masked."""
     from ..core.tables import config_bundle
 
@@ -214,7 +229,7 @@ def cmd_config(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 
 
 @command("login")
-def cmd_login(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_login(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Ask for the key with a hidden prompt; kept for this session only."""
     from getpass import getpass
 
@@ -229,7 +244,7 @@ def cmd_login(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
 @argument("action", choices=["start", "stop", "status"])
 @argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
 @argument("--latency", type=float, default=3.0, help="seconds each task takes (default 3)")
-def cmd_emulator(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
+def cmd_emulator(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Run the bundled emulator in the background and point this session at it."""
     from .emulator_process import EmulatorProcess
 
@@ -240,8 +255,10 @@ def cmd_emulator(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
         magics.base_url = magics.emulator.url
         if magics.api_key is None:
             magics.api_key = "emulator-local-key"
-        print(f"emulator running at {magics.emulator.url}; this session now talks to it "
-              f"(%nanobanana emulator stop to go back)")
+        print(
+            f"emulator running at {magics.emulator.url}; this session now talks to it "
+            f"(%nanobanana emulator stop to go back)"
+        )
     elif args.action == "stop":
         if magics.emulator is not None:
             magics.emulator.stop()
@@ -251,5 +268,7 @@ def cmd_emulator(magics: "NanoBananaMagics", args: argparse.Namespace) -> None:
         print(f"emulator stopped; base_url is {magics.base_url}")
     else:
         running = magics.emulator is not None and magics.emulator.alive
-        print(f"emulator {'running at ' + magics.emulator.url if running else 'not running'}; "
-              f"base_url is {magics.base_url}")
+        print(
+            f"emulator {'running at ' + magics.emulator.url if running else 'not running'}; "
+            f"base_url is {magics.base_url}"
+        )

@@ -10,12 +10,15 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType,
 from traitlets.config import Configurable
 
 from ..core.errors import InvalidRequestError
-from ..core.params import DEFAULT_BASE_URL, PARAMETERS, Param, RESOLUTIONS
+from ..core.params import DEFAULT_BASE_URL, PARAMETERS, RESOLUTIONS, Param
 from ..core.secret import ApiKey, as_key
 from ..session.settings import Settings
 
-ENVIRONMENT = {"api_key": "NANOBANANA_API_KEY", "base_url": "NANOBANANA_BASE_URL",
-               "output_dir": "NANOBANANA_OUTPUT_DIR"}
+ENVIRONMENT = {
+    "api_key": "NANOBANANA_API_KEY",
+    "base_url": "NANOBANANA_BASE_URL",
+    "output_dir": "NANOBANANA_OUTPUT_DIR",
+}
 MIN_POLL_INTERVAL = 0.1
 
 
@@ -50,31 +53,48 @@ class ParamTrait(TraitType):
 
 # Defaults of the configurable parameters, one trait per Param: a parameter added to
 # PARAMETERS with configurable=True becomes a NanoBananaMagics setting with no change here.
-ParameterDefaults = type("ParameterDefaults", (Configurable,), {
-    p.name: ParamTrait(p).tag(config=True) for p in PARAMETERS if p.configurable})
+ParameterDefaults = type(
+    "ParameterDefaults", (Configurable,), {p.name: ParamTrait(p).tag(config=True) for p in PARAMETERS if p.configurable}
+)
 
 
 class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
     """Every setting of the extension, with its help; `settings()` is what the session reads."""
 
-    api_key = ApiKeyTrait(allow_none=True, help="API key (env NANOBANANA_API_KEY); never shown unmasked").tag(config=True)
+    api_key = ApiKeyTrait(allow_none=True, help="API key (env NANOBANANA_API_KEY); never shown unmasked").tag(
+        config=True
+    )
     base_url = Unicode(DEFAULT_BASE_URL, help="API base URL (env NANOBANANA_BASE_URL)").tag(config=True)
-    output_dir = Unicode("nanobanana_outputs", help="where images and runs.jsonl go (env NANOBANANA_OUTPUT_DIR)").tag(config=True)
-    wait = Union([Enum(["auto"]), Bool()], default_value="auto",
-                 help="block until done: 'auto' blocks in headless runs and terminals, True/False force it").tag(config=True)
+    output_dir = Unicode("nanobanana_outputs", help="where images and runs.jsonl go (env NANOBANANA_OUTPUT_DIR)").tag(
+        config=True
+    )
+    wait = Union(
+        [Enum(["auto"]), Bool()],
+        default_value="auto",
+        help="block until done: 'auto' blocks in headless runs and terminals, True/False force it",
+    ).tag(config=True)
     timeout = Float(600.0, help="seconds before a task is given up (it may still finish: fetch it)").tag(config=True)
     cache = Bool(True, help="answer a request equal to an earlier successful one from its saved file").tag(config=True)
     preview_max_px = Int(1024, min=64, help="longest side of the preview embedded in the notebook").tag(config=True)
     preview_format = Enum(["jpeg", "png"], "jpeg", help="format of the embedded preview").tag(config=True)
     short_errors = Bool(True, help="show this package's errors as one line (False: full traceback)").tag(config=True)
-    poll_schedule = List([[60.0, 1.0], [180.0, 2.0], [1e9, 5.0]],
-                         help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status").tag(config=True)
+    poll_schedule = List(
+        [[60.0, 1.0], [180.0, 2.0], [1e9, 5.0]],
+        help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status",
+    ).tag(config=True)
     workers = Int(2, min=1, max=32, help="background threads that poll and download").tag(config=True)
     concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
-    retries = Int(4, min=0, max=20, help="retries of a failed request (never of a submit that may have arrived)").tag(config=True)
-    retry_backoff = Float(0.5, min=0.0, help="seconds before the first retry; doubles each time, with jitter").tag(config=True)
-    credit_costs = Dict({}, help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
-                                 "dry runs then say what a sweep costs").tag(config=True)
+    retries = Int(4, min=0, max=20, help="retries of a failed request (never of a submit that may have arrived)").tag(
+        config=True
+    )
+    retry_backoff = Float(0.5, min=0.0, help="seconds before the first retry; doubles each time, with jitter").tag(
+        config=True
+    )
+    credit_costs = Dict(
+        {},
+        help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
+        "dry runs then say what a sweep costs",
+    ).tag(config=True)
 
     def apply_environment(self) -> None:
         """Precedence: defaults < ipython_config < environment < %config < flags."""
@@ -85,11 +105,19 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
 
     def settings(self) -> Settings:
         """The frozen settings a session reads, from the traits as they are now."""
-        return Settings(api_key=self.api_key, base_url=self.base_url, output_dir=self.output_dir,
-                        timeout=self.timeout, cache=self.cache,
-                        poll_schedule=tuple(tuple(step) for step in self.poll_schedule),
-                        workers=self.workers, concurrency=self.concurrency, retries=self.retries,
-                        retry_backoff=self.retry_backoff, credit_costs=dict(self.credit_costs))
+        return Settings(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            output_dir=self.output_dir,
+            timeout=self.timeout,
+            cache=self.cache,
+            poll_schedule=tuple(tuple(step) for step in self.poll_schedule),
+            workers=self.workers,
+            concurrency=self.concurrency,
+            retries=self.retries,
+            retry_backoff=self.retry_backoff,
+            credit_costs=dict(self.credit_costs),
+        )
 
     @validate("timeout")
     def _check_timeout(self, proposal: Any) -> float:
@@ -103,11 +131,16 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
         value = proposal["value"]
         steps = []
         for step in value:
-            if not isinstance(step, (list, tuple)) or len(step) != 2 or not all(
-                    isinstance(n, (int, float)) and not isinstance(n, bool) for n in step):
+            if (
+                not isinstance(step, (list, tuple))
+                or len(step) != 2
+                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in step)
+            ):
                 raise TraitError("poll_schedule takes [[until_seconds, every_seconds], ...], e.g. [[60, 1], [1e9, 5]]")
             if step[1] < MIN_POLL_INTERVAL:
-                raise TraitError(f"poll_schedule interval {step[1]:g} s is too short; use {MIN_POLL_INTERVAL} s or more")
+                raise TraitError(
+                    f"poll_schedule interval {step[1]:g} s is too short; use {MIN_POLL_INTERVAL} s or more"
+                )
             steps.append([float(step[0]), float(step[1])])
         if not steps or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])):
             raise TraitError("poll_schedule needs at least one step, with until_seconds increasing")

@@ -8,21 +8,22 @@ threads update the widgets from `Generation.add_listener` callbacks by setting t
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import shlex
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
 from ..core import params
-from ..core.hints import with_hint
-from ..core.render import caption_lines, error_text, status_text
 from ..core.errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
+from ..core.hints import with_hint
 from ..core.images import preview_bytes
+from ..core.render import caption_lines, error_text, status_text
 
 if TYPE_CHECKING:
     from ..runtime.generation import Generation
@@ -86,16 +87,33 @@ def _simple_field(param: params.Param, value: Any) -> _Field:
     """A widget for the parameter's kind: choices → toggles or dropdown, bool → checkbox, else text."""
     common = dict(description=_title(param.label), tooltip=param.help, style=LABEL_STYLE)
     if param.kind == "choice" and len(param.choices) <= TOGGLE_MAX_CHOICES:
-        return _Field(param, W.ToggleButtons(options=param.choices, value=value if value in param.choices else None,
-                                             layout=W.Layout(width="auto", display="flex"),
-                                             **{**common, "style": {**LABEL_STYLE, "button_width": "60px"}}))
+        return _Field(
+            param,
+            W.ToggleButtons(
+                options=param.choices,
+                value=value if value in param.choices else None,
+                layout=W.Layout(width="auto", display="flex"),
+                **{**common, "style": {**LABEL_STYLE, "button_width": "60px"}},
+            ),
+        )
     if param.kind == "choice":
-        return _Field(param, W.Dropdown(options=param.choices, value=value if value in param.choices else None,
-                                        layout=W.Layout(width="260px"), **common))
+        return _Field(
+            param,
+            W.Dropdown(
+                options=param.choices,
+                value=value if value in param.choices else None,
+                layout=W.Layout(width="260px"),
+                **common,
+            ),
+        )
     if param.kind == "bool":
         return _Field(param, W.Checkbox(value=bool(value), **common))
-    widget = W.Text(value=value or "", placeholder="https://…" if param.kind == "url" else "",
-                    layout=W.Layout(width="98%"), **common)
+    widget = W.Text(
+        value=value or "",
+        placeholder="https://…" if param.kind == "url" else "",
+        layout=W.Layout(width="98%"),
+        **common,
+    )
     field = _Field(param, widget, lambda: widget.value.strip() or None)
     # URLs are long: two columns. Not grid_column: the browser side clears it with the null grid_area.
     field.box.layout.grid_area = "auto / span 2"
@@ -110,15 +128,20 @@ class _UrlList:
         self.rows: list[SimpleNamespace] = []  # each: text, thumb, error, box
         self._thumbs: dict[str, bytes | None] = {}  # url → thumbnail; None while loading or when it failed
         self._callbacks: list[Callable[[], None]] = []
-        self.add = W.Button(description="Add reference image", icon="plus", tooltip=param.help,
-                            layout=W.Layout(width="auto"))
+        self.add = W.Button(
+            description="Add reference image", icon="plus", tooltip=param.help, layout=W.Layout(width="auto")
+        )
         self.add.on_click(lambda _: self.add_row())
         self.rows_box, self.error = W.VBox(), W.HTML(layout=W.Layout(display="none"))
-        heading = W.HTML(f"<b>{html.escape(_title(param.label))}</b> "
-                         f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS} http(s) URLs</span>",
-                         layout=W.Layout(width="260px"))
-        self.box = W.VBox([W.HBox([heading, self.add, self.error], layout=W.Layout(align_items="center")),
-                           self.rows_box], layout=W.Layout(margin="4px 0"))
+        heading = W.HTML(
+            f"<b>{html.escape(_title(param.label))}</b> "
+            f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS} http(s) URLs</span>",
+            layout=W.Layout(width="260px"),
+        )
+        self.box = W.VBox(
+            [W.HBox([heading, self.add, self.error], layout=W.Layout(align_items="center")), self.rows_box],
+            layout=W.Layout(margin="4px 0"),
+        )
         self.box.add_class("nanobanana-images")
         for url in urls or ():
             self.add_row(url)
@@ -129,11 +152,16 @@ class _UrlList:
 
     def add_row(self, url: str = "") -> SimpleNamespace:
         row = SimpleNamespace(
-            text=W.Text(value=url, placeholder="https://example.org/reference.png", continuous_update=False,
-                        layout=W.Layout(flex="1 1 auto", width="auto")),
+            text=W.Text(
+                value=url,
+                placeholder="https://example.org/reference.png",
+                continuous_update=False,
+                layout=W.Layout(flex="1 1 auto", width="auto"),
+            ),
             thumb=W.Image(format="jpeg", layout=W.Layout(display="none", height="48px", width="auto")),
             remove=W.Button(icon="trash", tooltip="remove this image", layout=W.Layout(width="40px")),
-            error=W.HTML(layout=W.Layout(display="none")))
+            error=W.HTML(layout=W.Layout(display="none")),
+        )
         row.box = W.VBox([W.HBox([row.text, row.thumb, row.remove]), row.error])
         row.text.observe(lambda change: self._url_changed(row), names="value")
         row.remove.on_click(lambda _: self.remove_row(row))
@@ -171,8 +199,9 @@ class _UrlList:
         _show(row.thumb, bool(self._thumbs.get(url)))
         if url and url not in self._thumbs and not _problem(self.param, [url]):
             self._thumbs[url] = None
-            threading.Thread(target=self._load_thumb, args=(row, url), daemon=True,
-                             name="nanobanana-panel-thumb").start()
+            threading.Thread(
+                target=self._load_thumb, args=(row, url), daemon=True, name="nanobanana-panel-thumb"
+            ).start()
         self._changed()
 
     def _load_thumb(self, row: SimpleNamespace, url: str) -> None:
@@ -188,11 +217,15 @@ class _UrlList:
 class _Tile:
     """One result in the gallery: its state while pending, then thumbnail and caption, or the error."""
 
-    def __init__(self, generation: "Generation", on_show: Callable[["Generation"], None]) -> None:
+    def __init__(self, generation: Generation, on_show: Callable[[Generation], None]) -> None:
         self.generation, self._on_show = generation, on_show
         self.label = W.HTML()
-        self.box = W.VBox([self.label], layout=W.Layout(width="220px", margin="0 10px 10px 0", padding="6px",
-                                                        border="1px solid var(--jp-border-color2,#ddd)"))
+        self.box = W.VBox(
+            [self.label],
+            layout=W.Layout(
+                width="220px", margin="0 10px 10px 0", padding="6px", border="1px solid var(--jp-border-color2,#ddd)"
+            ),
+        )
         self._lock = threading.Lock()  # a cancel on the main thread may race a worker's update
         self._final = False
 
@@ -208,10 +241,12 @@ class _Tile:
                 thumbnail, text, style = None, with_hint(exc), _ERROR
             if thumbnail:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
-                image = W.Image(value=thumbnail, format="jpeg",
-                                layout=W.Layout(width="100%", height="150px", object_fit="contain"))
-                show = W.Button(description="Show", icon="search-plus", tooltip=f"task {gen.task_id}",
-                                layout=W.Layout(width="100%"))
+                image = W.Image(
+                    value=thumbnail, format="jpeg", layout=W.Layout(width="100%", height="150px", object_fit="contain")
+                )
+                show = W.Button(
+                    description="Show", icon="search-plus", tooltip=f"task {gen.task_id}", layout=W.Layout(width="100%")
+                )
                 show.on_click(lambda _: self._on_show(gen))
                 self.box.children = (image, self.label, show)
             elif gen.status == "cancelled":
@@ -219,22 +254,24 @@ class _Tile:
             elif gen.done and gen.exception is not None:
                 text, style = error_text(gen, with_hint(gen.exception)), _ERROR
             prompt = html.escape(" ".join(gen.prompt.split())[:70])
-            self.label.value = (f"<div style='font-size:12px;line-height:1.3'><b>{prompt}</b></div>"
-                                f"<div style='{style};white-space:normal'>{html.escape(text)}</div>")
+            self.label.value = (
+                f"<div style='font-size:12px;line-height:1.3'><b>{prompt}</b></div>"
+                f"<div style='{style};white-space:normal'>{html.escape(text)}</div>"
+            )
             self._final = gen.done
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PanelContext:
     """What the panel reads of its kernel: the session, and the settings as the panel opens."""
 
-    session: "Session"
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # configured parameter defaults
+    session: Session
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # configured parameter defaults
     preview_max_px: int = 1024
     preview_format: str = "jpeg"
 
     @classmethod
-    def of(cls, magics: Any) -> "PanelContext":
+    def of(cls, magics: Any) -> PanelContext:
         """The context of a loaded `NanoBananaMagics`."""
         defaults = {p.name: getattr(magics, p.name) for p in params.PARAMETERS if p.configurable}
         return cls(magics.session, defaults, magics.preview_max_px, magics.preview_format)
@@ -247,14 +284,16 @@ class Panel(W.VBox):
     """
 
     def __init__(self, context: PanelContext) -> None:
-        super().__init__(layout=W.Layout(padding="10px 14px", max_width="1000px",
-                                         border="1px solid var(--jp-border-color1,#ccc)"))
+        super().__init__(
+            layout=W.Layout(padding="10px 14px", max_width="1000px", border="1px solid var(--jp-border-color1,#ccc)")
+        )
         self.context = context
         self.results: list[Generation] = []
         self.selected: Generation | None = None  # the one shown full size
         self._tiles: dict[int, _Tile] = {}
         self._lock = threading.RLock()  # guards results, _tiles, the gallery, _submitting, _last_error
-        self._submitting, self._last_error, self._credits_call = 0, None, 0
+        self._submitting, self._credits_call = 0, 0
+        self._last_error: Exception | None = None
         self._touched = False  # no "prompt is empty" before anyone typed
         self._build()
         for generation in context.session.generations.values():  # this session's earlier results
@@ -279,40 +318,60 @@ class Panel(W.VBox):
                 grid.append(field)
             field.observe(self._validate)
             self.fields.append(field)
-        self.generate = W.Button(description="Generate", button_style="primary", icon="magic",
-                                 layout=W.Layout(width="160px"))
+        self.generate = W.Button(
+            description="Generate", button_style="primary", icon="magic", layout=W.Layout(width="160px")
+        )
         self.generate.on_click(self._on_generate)
-        self.force = W.Checkbox(description="Skip cache (--force)", indent=False, layout=W.Layout(width="180px"),
-                                tooltip="submit a new task even if an equal request already succeeded")
+        self.force = W.Checkbox(
+            description="Skip cache (--force)",
+            indent=False,
+            layout=W.Layout(width="180px"),
+            tooltip="submit a new task even if an equal request already succeeded",
+        )
         self.force.observe(lambda change: self._validate(), names="value")
-        self.copy = W.ToggleButton(description="Copy as cell", icon="clipboard",
-                                   tooltip="the %%nanobanana cell that makes this request")
+        self.copy = W.ToggleButton(
+            description="Copy as cell", icon="clipboard", tooltip="the %%nanobanana cell that makes this request"
+        )
         self.cell = W.Textarea(rows=4, layout=W.Layout(width="100%", display="none"))
         self.copy.observe(lambda change: _show(self.cell, change["new"]), names="value")
         self.status, self.credits = W.HTML(), W.HTML(_message("credits: …", _MUTED))
         self.gallery = W.Box(layout=W.Layout(display="flex", flex_flow="row wrap", align_items="flex-start"))
-        self.preview_image = W.Image(format="jpeg", layout=W.Layout(max_width="100%", max_height="560px", width="auto",
-                                                                    height="auto", object_fit="contain"))
+        self.preview_image = W.Image(
+            format="jpeg",
+            layout=W.Layout(max_width="100%", max_height="560px", width="auto", height="auto", object_fit="contain"),
+        )
         self.preview_caption = W.HTML()
         close = W.Button(description="Close", icon="times")
         close.on_click(lambda _: _show(self.preview, False))
-        self.preview = W.VBox([self.preview_image, self.preview_caption, close],
-                              layout=W.Layout(display="none", margin="0 0 10px"))
-        title = W.HTML("<span style='font-size:17px;font-weight:600'><span style='color:#f2c200'>●</span>"
-                       " NanoBanana</span>"
-                       f" <span style='{_MUTED}'>image generation · the options of %%nanobanana</span>")
+        self.preview: W.VBox = W.VBox(
+            [self.preview_image, self.preview_caption, close], layout=W.Layout(display="none", margin="0 0 10px")
+        )
+        title = W.HTML(
+            "<span style='font-size:17px;font-weight:600'><span style='color:#f2c200'>●</span>"
+            " NanoBanana</span>"
+            f" <span style='{_MUTED}'>image generation · the options of %%nanobanana</span>"
+        )
         grid.sort(key=lambda f: {"choice": 0, "bool": 1}.get(f.param.kind, 2))  # choices, switches, then text
         grid_layout = W.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 12px", margin="6px 0")
-        for widget, name in ((self, "panel"), (self.generate, "generate"), (self.gallery, "gallery"),
-                             (self.preview, "preview"), (self.status, "status")):
+        for widget, name in (
+            (self, "panel"),
+            (self.generate, "generate"),
+            (self.gallery, "gallery"),
+            (self.preview, "preview"),
+            (self.status, "status"),
+        ):
             widget.add_class(f"nanobanana-{name}")  # stable hooks for browser tests and user CSS
         self.children = [
             W.HBox([title, self.credits], layout=W.Layout(justify_content="space-between", align_items="center")),
-            self.prompt.box, W.GridBox([f.box for f in grid], layout=grid_layout), *urls,
+            self.prompt.box,
+            W.GridBox([f.box for f in grid], layout=grid_layout),
+            *urls,
             W.HBox([self.generate, self.force, self.copy], layout=W.Layout(align_items="center", margin="10px 0 2px")),
-            self.cell, self.status,
+            self.cell,
+            self.status,
             W.HTML(f"<b>Results</b> <span style='{_MUTED}'>newest first · panel.results[i] in code</span>"),
-            self.preview, self.gallery,
+            self.preview,
+            self.gallery,
         ]
 
     def _prompt_field(self, param: params.Param) -> _Field:
@@ -320,8 +379,10 @@ class Panel(W.VBox):
         area.observe(lambda change: setattr(self, "_touched", True), names="value")
         self.prompt, self.counter = _Field(param, area, lambda: area.value.strip()), W.HTML()
         self.prompt.error.layout.margin = "0"
-        self.prompt.box.children = (area, W.HBox([self.prompt.error, self.counter],
-                                                 layout=W.Layout(justify_content="space-between")))
+        self.prompt.box.children = (
+            area,
+            W.HBox([self.prompt.error, self.counter], layout=W.Layout(justify_content="space-between")),
+        )
         return self.prompt
 
     def __repr__(self) -> str:  # the text/plain of a saved notebook, where widgets do not render
@@ -359,8 +420,11 @@ class Panel(W.VBox):
             except InvalidRequestError as exc:
                 problems.append(str(exc))
         left = params.MAX_PROMPT_CHARS - len(self.prompt.value)
-        self.counter.value = (_message(f"{left:,} characters left", _MUTED) if left >= 0
-                              else _message(f"{-left:,} characters over the limit"))
+        self.counter.value = (
+            _message(f"{left:,} characters left", _MUTED)
+            if left >= 0
+            else _message(f"{-left:,} characters over the limit")
+        )
         self.generate.disabled = request is None
         self.generate.tooltip = problems[0] if problems else "submit this request"
         self.cell.value = self.cell_text()
@@ -401,8 +465,9 @@ class Panel(W.VBox):
         with self._lock:
             self._submitting += 1
         self._refresh_status()
-        threading.Thread(target=self._submit, args=(request, self.force.value), daemon=True,
-                         name="nanobanana-panel-submit").start()
+        threading.Thread(
+            target=self._submit, args=(request, self.force.value), daemon=True, name="nanobanana-panel-submit"
+        ).start()
 
     def _submit(self, request: params.GenerationRequest, force: bool) -> None:
         # Off the main thread: a submit may retry for a while, and the kernel must stay free.
@@ -418,7 +483,7 @@ class Panel(W.VBox):
             self._last_error = error
         self._refresh_status()
 
-    def wait(self, timeout: float | None = None) -> list["Generation"]:
+    def wait(self, timeout: float | None = None) -> list[Generation]:
         """Block until every generation started here has ended (scripts, headless runs); the results."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -436,7 +501,7 @@ class Panel(W.VBox):
             else:
                 time.sleep(0.05)
 
-    def _add(self, generation: "Generation") -> None:
+    def _add(self, generation: Generation) -> None:
         tile = _Tile(generation, self.show)
         with self._lock:
             self.results.insert(0, generation)
@@ -445,7 +510,7 @@ class Panel(W.VBox):
         tile.update()
         generation.add_listener(self._on_progress)
 
-    def _on_progress(self, generation: "Generation") -> None:
+    def _on_progress(self, generation: Generation) -> None:
         """Called from the poller's worker threads after every change of a generation."""
         self._tiles[id(generation)].update()
         self._refresh_status()
@@ -482,9 +547,10 @@ class Panel(W.VBox):
                 text = f"credits: unavailable ({type(exc).__name__})"
             if call == self._credits_call:
                 self.credits.value = _message(text, _MUTED)
+
         threading.Thread(target=load, daemon=True, name="nanobanana-panel-credits").start()
 
-    def show(self, generation: "Generation") -> None:
+    def show(self, generation: Generation) -> None:
         """Show a result full size with its caption (prompt, parameters, task id, file path)."""
         if generation.status != "succeeded":
             return
@@ -498,6 +564,7 @@ class Panel(W.VBox):
             return
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
-        self.preview_caption.value = (f"<div style='{_MUTED};line-height:1.5'>"
-                                      + "<br>".join(html.escape(line) for line in lines) + "</div>")
+        self.preview_caption.value = (
+            f"<div style='{_MUTED};line-height:1.5'>" + "<br>".join(html.escape(line) for line in lines) + "</div>"
+        )
         _show(self.preview, True)

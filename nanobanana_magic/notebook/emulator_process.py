@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -21,12 +21,24 @@ class EmulatorProcess:
         self.url = url
 
     @classmethod
-    def start(cls, port: int = 0, latency: float = 3.0, extra_args: Sequence[str] = (),
-              timeout: float = 20.0) -> "EmulatorProcess":
-        command = [sys.executable, "-m", "nanobanana_magic.emulator", "--port", str(port),
-                   "--latency", str(latency), "--parent-pid", str(os.getpid()), *extra_args]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, text=True, bufsize=1)
+    def start(
+        cls, port: int = 0, latency: float = 3.0, extra_args: Sequence[str] = (), timeout: float = 20.0
+    ) -> EmulatorProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "nanobanana_magic.emulator",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            "--parent-pid",
+            str(os.getpid()),
+            *extra_args,
+        ]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1
+        )
         found: list[str] = []
         ready = threading.Event()
 
@@ -57,4 +69,3 @@ class EmulatorProcess:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-

@@ -73,4 +73,3 @@ def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offs
     # The error output's `evalue` (what nbclient and papermill report) carries the advice too.
     shell._showtraceback(etype, message, [line])
     return [line]
-

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from IPython.display import display
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 TICK = 0.5
 
 
-def generation_bundle(generation: "Generation", max_px: int, fmt: str, *, quiet_errors: bool = False) -> Bundle:
+def generation_bundle(generation: Generation, max_px: int, fmt: str, *, quiet_errors: bool = False) -> Bundle:
     """The bundle of a generation's state, with its preview made here and advice for failures."""
     if quiet_errors and generation.status == "failed":
         return status_bundle(generation)  # a blocking cell raises the error itself: show it once
@@ -38,8 +39,9 @@ def generation_bundle(generation: "Generation", max_px: int, fmt: str, *, quiet_
 class LiveOutput:
     """One display handle per generation: status line → preview and caption, or → short error."""
 
-    def __init__(self, generation: "Generation", bridge: "KernelBridge", max_px: int, fmt: str,
-                 *, quiet_errors: bool = False) -> None:
+    def __init__(
+        self, generation: Generation, bridge: KernelBridge, max_px: int, fmt: str, *, quiet_errors: bool = False
+    ) -> None:
         self.bridge = bridge
         self.max_px, self.fmt = max_px, fmt
         self.quiet_errors = quiet_errors
@@ -56,7 +58,7 @@ class LiveOutput:
     def _bundle(self) -> Bundle:
         return generation_bundle(self.generation, self.max_px, self.fmt, quiet_errors=self.quiet_errors)
 
-    def refresh(self, generation: "Generation") -> None:
+    def refresh(self, generation: Generation) -> None:
         with self._lock:
             ended = generation.done
             if self._ended_shown or (self._stopped_waiting and not ended):
@@ -91,11 +93,11 @@ class SweepCells:
     def __init__(self, axes: Sequence[Axis], count: int, thumb_px: int = 256) -> None:
         self.axes = list(axes)
         self.thumb_px = thumb_px
-        self.cells: list["Generation | None"] = [None] * count
+        self.cells: list[Generation | None] = [None] * count
         self._thumbs: dict[str, bytes] = {}
         self._lock = threading.Lock()  # guards _thumbs
 
-    def set(self, index: int, generation: "Generation") -> None:
+    def set(self, index: int, generation: Generation) -> None:
         self.cells[index] = generation
 
     def thumbs(self) -> dict[str, bytes]:
@@ -125,7 +127,7 @@ class LiveGrid:
         data, metadata = cells.bundle()
         self.handle = display(data, metadata=metadata, raw=True, display_id=True)
 
-    def refresh(self, generation: "Generation | None" = None, *, force: bool = False) -> None:
+    def refresh(self, generation: Generation | None = None, *, force: bool = False) -> None:
         with self._lock:
             ended = generation is not None and generation.done
             if not force and not ended and time.monotonic() - self._last < self.every:

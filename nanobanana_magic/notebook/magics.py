@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections import ChainMap
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 # -- the flags of %%nanobanana, generated from PARAMETERS -----------------------------
 
+
 def _argparse_options(param: Param) -> dict[str, Any]:
     options: dict[str, Any] = {"dest": param.name, "default": None, "help": param.help}
     if param.kind == "choice":
@@ -44,16 +46,26 @@ def generation_arguments(func: Callable) -> Callable:
     """Decorate the cell magic with one flag per parameter, then the magic's own flags."""
     own = [
         argument("-o", "--out", metavar="NAME", help="bind the Generation to NAME in the namespace at once"),
-        argument("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
-                 help="block until the image is ready (default: the wait setting, 'auto')"),
+        argument(
+            "--wait",
+            dest="wait",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="block until the image is ready (default: the wait setting, 'auto')",
+        ),
         argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after SECONDS (default 600)"),
         argument("--force", action="store_true", help="skip the cache: always submit a new task"),
         argument("--raw", action="store_true", help="no {expression} interpolation: the body is the prompt"),
         argument("--dry-run", action="store_true", help="show the JSON body that would be sent; send nothing"),
-        argument("--sweep", action="append", metavar="NAME=V1,V2", default=[],
-                 help="repeatable: run every combination of these values as a batch and show a grid; NAME is a "
-                      "parameter (aspect_ratio, resolution, ...) or a {variable} of the prompt; NAME=@list takes "
-                      "the values from a list in your namespace"),
+        argument(
+            "--sweep",
+            action="append",
+            metavar="NAME=V1,V2",
+            default=[],
+            help="repeatable: run every combination of these values as a batch and show a grid; NAME is a "
+            "parameter (aspect_ratio, resolution, ...) or a {variable} of the prompt; NAME=@list takes "
+            "the values from a list in your namespace",
+        ),
         argument("-c", "--concurrency", type=int, metavar="N", help="tasks pending at once in a sweep (default 4)"),
         argument("-h", "--help", action="store_true", help="show this help"),
     ]
@@ -90,6 +102,12 @@ class NanoBananaMagics(Magics, SettingsTraits):
         self.before_emulator: tuple | None = None
         self.unsettled: list[LiveOutput] = []  # background outputs that `%nanobanana wait` re-sends
 
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        """The user's namespace (where `-o` binds and `{expressions}` are read)."""
+        assert self.shell is not None, "the magics run inside an IPython shell"
+        return self.shell.user_ns
+
     @observe(All)
     def _settings_changed(self, change: Any) -> None:
         if "session" in self.__dict__:  # traits set before __init__ ends are read there
@@ -104,7 +122,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
 
     # -- %%nanobanana --------------------------------------------------------------
 
-    @cell_magic("nanobanana")
+    @cell_magic("nanobanana")  # type: ignore[arg-type]
     @generation_arguments
     def nanobanana_cell(self, line: str, cell: str) -> None:
         """Generate an image from the cell body (the prompt)."""
@@ -123,17 +141,19 @@ class NanoBananaMagics(Magics, SettingsTraits):
             return
         generation = self.session.submit(request, force=args.force, timeout=args.timeout)
         if args.out:
-            self.shell.user_ns[args.out] = generation
+            self.user_ns[args.out] = generation
         self.show(generation, wait=self.should_wait(args.wait), wait_timeout=None)
 
-    def build_request(self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None) -> GenerationRequest:
+    def build_request(
+        self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None
+    ) -> GenerationRequest:
         """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent."""
         from ..core.interpolate import interpolate
 
         sweep = sweep or {}
         prompt = cell.strip()
         if not args.raw:
-            prompt = interpolate(prompt, ChainMap(dict(sweep), self.shell.user_ns))
+            prompt = interpolate(prompt, ChainMap(dict(sweep), self.user_ns))
         values = {}
         for param in PARAMETERS:
             if param.name == "prompt":
@@ -153,7 +173,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         from .live import LiveGrid, SweepCells
         from .progress import Progress
 
-        axes = parse_sweeps(args.sweep, self.shell.user_ns)
+        axes = parse_sweeps(args.sweep, self.user_ns)
         combos = combinations(axes)
         requests = [self.build_request(args, cell, combo) for combo in combos]
         if args.dry_run:
@@ -162,7 +182,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         cells = SweepCells(axes, len(requests))
         bound: list[Generation | None] = [None] * len(requests)
         if args.out:
-            self.shell.user_ns[args.out] = bound  # filled in input order as tasks are submitted
+            self.user_ns[args.out] = bound  # filled in input order as tasks are submitted
         live = LiveGrid(cells, self.bridge) if self.bridge.in_kernel else None
         progress = Progress(len(requests), label="sweep", widget=self.bridge.in_kernel)
 
@@ -173,8 +193,13 @@ class NanoBananaMagics(Magics, SettingsTraits):
                 generation.add_listener(live.refresh)
                 live.refresh(force=True)
 
-        options = dict(force=args.force, timeout=args.timeout, concurrency=args.concurrency,
-                       on_submit=on_submit, on_progress=progress.update)
+        options = dict(
+            force=args.force,
+            timeout=args.timeout,
+            concurrency=args.concurrency,
+            on_submit=on_submit,
+            on_progress=progress.update,
+        )
         if live is not None and not self.should_wait(args.wait):
             self.session.start_many(requests, **options)
             return
@@ -222,7 +247,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         finally:
             live.settle(republish=False)
 
-    def _keep_unsettled(self, live: "LiveOutput") -> None:
+    def _keep_unsettled(self, live: LiveOutput) -> None:
         # Only a headless client loses updates sent between cells (see settle_background_outputs).
         if self.bridge.headless():
             self.unsettled.append(live)
@@ -258,7 +283,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
 
     # -- %nanobanana ---------------------------------------------------------------
 
-    @line_magic("nanobanana")
+    @line_magic("nanobanana")  # type: ignore[arg-type]
     def nanobanana_line(self, line: str) -> Any:
         """%nanobanana COMMAND ...: `%nanobanana help` lists the commands, `help COMMAND` explains one."""
         from .commands import COMMANDS

@@ -43,8 +43,13 @@ class Progress:
             complete = progress.ended == progress.total
             if self._bar is not None:
                 self._bar.value = progress.ended
-                self._bar.bar_style = ("danger" if progress.failed and complete else
-                                       "success" if progress.done == progress.total else "info")
+                self._bar.bar_style = (
+                    "danger"
+                    if progress.failed and complete
+                    else "success"
+                    if progress.done == progress.total
+                    else "info"
+                )
                 self._text.value = f"<code>{line}</code>"
                 return
             every = TERMINAL_EVERY if self._tty else PIPE_EVERY
@@ -66,5 +71,7 @@ class Progress:
         elapsed = time.monotonic() - p.started
         eta = f" · ETA {elapsed / p.ended * (p.total - p.ended):.0f} s" if 0 < p.ended < p.total else ""
         note = f" · {p.note}" if p.note else ""
-        return (f"{p.ended}/{p.total} · {p.done} done · {p.failed} failed · {p.pending} pending"
-                f" · {elapsed:.1f} s{eta}{note}")
+        return (
+            f"{p.ended}/{p.total} · {p.done} done · {p.failed} failed · {p.pending} pending"
+            f" · {elapsed:.1f} s{eta}{note}"
+        )

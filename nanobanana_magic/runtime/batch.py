@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError, RateLimitError
 from ..http.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from .generation import Generation
     from ..core.params import GenerationRequest
+    from .generation import Generation
 
 log = logging.getLogger("nanobanana_magic")
 
@@ -45,9 +47,14 @@ OnProgress = Callable[[BatchProgress], None]
 RATE_LIMIT_PAUSES = RetryPolicy(retries=1_000_000, backoff=2.0, backoff_max=60.0, jitter=0.25)
 
 
-def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concurrency: int = 4,
-              on_progress: OnProgress | None = None,
-              on_submit: Callable[[int, "Generation"], None] | None = None) -> list["Generation"]:
+def run_batch(
+    requests: Iterable[GenerationRequest],
+    submit: Submit,
+    *,
+    concurrency: int = 4,
+    on_progress: OnProgress | None = None,
+    on_submit: Callable[[int, Generation], None] | None = None,
+) -> list[Generation]:
     """Submit every request, at most `concurrency` pending at once; the `Generation`s in input order.
 
     Rate limits slow the batch down instead of failing it. Ctrl-C stops submitting;
@@ -55,12 +62,12 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
     """
     requests = list(requests)
     started = time.monotonic()
-    results: list["Generation | None"] = [None] * len(requests)
+    results: list[Generation | None] = [None] * len(requests)
     slots = threading.Semaphore(max(1, concurrency))
     changed = threading.Condition()  # guards released
     released: set[int] = set()  # indexes whose slot was given back
 
-    def release(index: int, generation: "Generation") -> None:
+    def release(index: int, generation: Generation) -> None:
         if not generation.done:
             return
         with changed:
@@ -70,21 +77,30 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
             changed.notify_all()
         slots.release()
 
+    def on_change(index: int, generation: Generation) -> None:
+        release(index, generation)
+        report()
+
     def report(note: str = "") -> None:
         if on_progress is not None:
             made = [g for g in results if g is not None]
-            on_progress(BatchProgress(len(requests), submitted=len(made),
-                                      done=sum(g.status == "succeeded" for g in made),
-                                      failed=sum(g.status in ("failed", "cancelled") for g in made),
-                                      started=started, note=note))
+            on_progress(
+                BatchProgress(
+                    len(requests),
+                    submitted=len(made),
+                    done=sum(g.status == "succeeded" for g in made),
+                    failed=sum(g.status in ("failed", "cancelled") for g in made),
+                    started=started,
+                    note=note,
+                )
+            )
 
     try:
         for index, request in enumerate(requests):
             while not slots.acquire(timeout=0.2):
                 report()
-            results[index] = _submit_patiently(submit, request, report)
-            generation = results[index]
-            generation.add_listener(lambda g, i=index: (release(i, g), report()))
+            generation = results[index] = _submit_patiently(submit, request, report)
+            generation.add_listener(partial(on_change, index))
             if on_submit is not None:
                 on_submit(index, generation)
             report()
@@ -99,7 +115,7 @@ def run_batch(requests: Iterable["GenerationRequest"], submit: Submit, *, concur
     return [g for g in results if g is not None]
 
 
-def _submit_patiently(submit: Submit, request: "GenerationRequest", report: Callable[[str], None]) -> "Generation":
+def _submit_patiently(submit: Submit, request: GenerationRequest, report: Callable[[str], None]) -> Generation:
     attempt = 0
     while True:
         try:
@@ -113,7 +129,8 @@ def _submit_patiently(submit: Submit, request: "GenerationRequest", report: Call
 
 def submit_or_record_failure(submit: Submit) -> Submit:
     """Wrap `submit` so that a refused request becomes a failed Generation instead of stopping the batch."""
-    def wrapped(request: "GenerationRequest") -> "Generation":
+
+    def wrapped(request: GenerationRequest) -> Generation:
         try:
             return submit(request)
         except RateLimitError:
@@ -122,10 +139,11 @@ def submit_or_record_failure(submit: Submit) -> Submit:
             from .generation import Generation
 
             return Generation.failed_before_submit(request.to_body(), exc)
+
     return wrapped
 
 
-def as_requests(items: Sequence[Any]) -> list["GenerationRequest"]:
+def as_requests(items: Sequence[Any]) -> list[GenerationRequest]:
     """Accept GenerationRequests, dicts of parameters, or plain prompt strings."""
     from ..core.params import BY_NAME, GenerationRequest
 

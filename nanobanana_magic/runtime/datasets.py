@@ -20,10 +20,11 @@ import re
 import shutil
 import tarfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core.errors import NanoBananaError
@@ -36,18 +37,35 @@ SHARD_SIZE = 1000
 
 # Request body key → column. The prompt has its own column, image URLs are described by
 # `references`, and the callback URL says nothing about the image.
-PARAMETERS = {"aspectRatio": "aspect_ratio", "resolution": "resolution",
-              "outputFormat": "output_format", "googleSearch": "google_search"}
+PARAMETERS = {
+    "aspectRatio": "aspect_ratio",
+    "resolution": "resolution",
+    "outputFormat": "output_format",
+    "googleSearch": "google_search",
+}
 NOT_PARAMETERS = {"prompt", "imageUrls", "callBackUrl"}
-COLUMNS = ["file_name", "prompt", "task_id", *PARAMETERS.values(), "sha256", "references", "parents",
-           "submitted", "finished", "elapsed_s"]
+COLUMNS = [
+    "file_name",
+    "prompt",
+    "task_id",
+    *PARAMETERS.values(),
+    "sha256",
+    "references",
+    "parents",
+    "submitted",
+    "finished",
+    "elapsed_s",
+]
 TIME_COLUMNS = {"submitted", "finished"}
 STANDARD_SPLITS = {"train", "validation", "test"}
 
 # `datasets` assigns a file to a split when its name holds one of these words between
 # separators (`a-test-1.png` → test); a key must not, or a split-less export loads wrongly.
-_SPLIT_WORD = re.compile(r"(?:^|[-._ 0-9])(?:train|training|validation|valid|dev|val|test|testing|eval|evaluation)"
-                         r"[-._ 0-9]", re.IGNORECASE)
+_SPLIT_WORD = re.compile(
+    r"(?:^|[-._ 0-9])(?:train|training|validation|valid|dev|val|test|testing|eval|evaluation)"
+    r"[-._ 0-9]",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +79,10 @@ class ExportReport:
     format: str
 
     def __str__(self) -> str:
-        text = (f"{self.format} export to {self.path}: {self.added} added, {self.unchanged} unchanged, "
-                f"{len(self.skipped)} skipped")
+        text = (
+            f"{self.format} export to {self.path}: {self.added} added, {self.unchanged} unchanged, "
+            f"{len(self.skipped)} skipped"
+        )
         if self.skipped:
             reasons = Counter(reason for _, reason in self.skipped)
             text += " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")"
@@ -84,8 +104,14 @@ class _Sample:
 # -- public functions -------------------------------------------------------------------------
 
 
-def export_imagefolder(records: Iterable[Mapping], dest: "str | Path", *, source_dir: "str | Path",
-                       endpoint: str, max_per_folder: int = MAX_PER_FOLDER) -> ExportReport:
+def export_imagefolder(
+    records: Iterable[Mapping],
+    dest: str | Path,
+    *,
+    source_dir: str | Path,
+    endpoint: str,
+    max_per_folder: int = MAX_PER_FOLDER,
+) -> ExportReport:
     """Copy (hard-link when possible) the succeeded records' images into a Hugging Face imagefolder.
 
     A record is a dict with `task_id`, `status`, `request` (the JSON body sent), `file` (a
@@ -123,8 +149,9 @@ def export_imagefolder(records: Iterable[Mapping], dest: "str | Path", *, source
     return ExportReport(len(new), unchanged, tuple(skipped), dest, "imagefolder")
 
 
-def export_webdataset(records: Iterable[Mapping], dest: "str | Path", *, source_dir: "str | Path",
-                      endpoint: str, shard_size: int = SHARD_SIZE) -> ExportReport:
+def export_webdataset(
+    records: Iterable[Mapping], dest: str | Path, *, source_dir: str | Path, endpoint: str, shard_size: int = SHARD_SIZE
+) -> ExportReport:
     """Write the succeeded records as WebDataset shards `shard-000000.tar`, ... of `KEY.<ext>` + `KEY.json`.
 
     Records are the dicts `export_imagefolder` takes. Each export writes its new samples
@@ -138,12 +165,16 @@ def export_webdataset(records: Iterable[Mapping], dest: "str | Path", *, source_
         items, shards = index["items"], index["shards"]
         new, unchanged, skipped = _collect(records, items, Path(source_dir).expanduser())
         for start in range(0, len(new), shard_size):
-            chunk = new[start:start + shard_size]
+            chunk = new[start : start + shard_size]
             name = f"shard-{len(shards):06d}.tar"
             _write_shard(dest / name, chunk)
             for sample in chunk:
-                items[sample.task_id] = {"path": f"{name}/{sample.key}.{sample.ext}", "split": None,
-                                         "endpoint": _public(endpoint), "row": sample.row}
+                items[sample.task_id] = {
+                    "path": f"{name}/{sample.key}.{sample.ext}",
+                    "split": None,
+                    "endpoint": _public(endpoint),
+                    "row": sample.row,
+                }
             shards.append({"name": name, "samples": len(chunk)})
             _save_index(dest, index)  # a shard is final once the index names it
         _write_if_changed(dest / CARD, _card("webdataset", dest.name, index))
@@ -172,8 +203,9 @@ def split_name(value: Any) -> str:
 # -- records → samples ------------------------------------------------------------------------
 
 
-def _collect(records: Iterable[Mapping], exported: Mapping[str, Any],
-             source_dir: Path) -> tuple[list[_Sample], int, list[tuple[str, str]]]:
+def _collect(
+    records: Iterable[Mapping], exported: Mapping[str, Any], source_dir: Path
+) -> tuple[list[_Sample], int, list[tuple[str, str]]]:
     """The records not exported yet that can be, how many were exported before, and why the rest cannot."""
     new: list[_Sample] = []
     unchanged = 0
@@ -196,7 +228,7 @@ def _collect(records: Iterable[Mapping], exported: Mapping[str, Any],
     return new, unchanged, skipped
 
 
-def _sample(record: Mapping, task_id: str, source_dir: Path) -> "_Sample | str":
+def _sample(record: Mapping, task_id: str, source_dir: Path) -> _Sample | str:
     """The record as a sample, or the reason it cannot be exported."""
     status = record.get("status")
     if status != "succeeded":
@@ -215,8 +247,7 @@ def _sample(record: Mapping, task_id: str, source_dir: Path) -> "_Sample | str":
     if record.get("sha256") and record["sha256"] != digest:
         return "sha256 mismatch"
     metadata = record.get("metadata") or {}
-    return _Sample(task_id, source, ext, sample_key(task_id), metadata.get("split"),
-                   _row(record, task_id, digest))
+    return _Sample(task_id, source, ext, sample_key(task_id), metadata.get("split"), _row(record, task_id, digest))
 
 
 def _row(record: Mapping, task_id: str, digest: str) -> dict:
@@ -252,8 +283,13 @@ def _references(record: Mapping, request: Mapping) -> list[dict]:
 def _user_column(key: str, row: Mapping) -> str:
     """The user's column name, renamed when it would shadow a column of ours or read as an image path."""
     name = key
-    while name in row or name in COLUMNS or name == "image" or name == "file_names" or name.endswith(
-            ("_file_name", "_file_names")):
+    while (
+        name in row
+        or name in COLUMNS
+        or name == "image"
+        or name == "file_names"
+        or name.endswith(("_file_name", "_file_names"))
+    ):
         name = "meta_" + name
     return name
 
@@ -385,14 +421,15 @@ def _typed(groups: Mapping[str, list[dict]]) -> dict[str, list[dict]]:
     has no value at all (a column of nulls only would be typed null there).
     """
     order = {name: i for i, name in enumerate(COLUMNS)}
-    columns = sorted({c for rows in groups.values() for row in rows for c in row},
-                     key=lambda c: (order.get(c, len(order)), c))
+    columns = sorted(
+        {c for rows in groups.values() for row in rows for c in row}, key=lambda c: (order.get(c, len(order)), c)
+    )
     encode = {}
     for column in columns:
         kinds = {base: {_kind(row.get(column)) for row in rows} - {None} for base, rows in groups.items()}
         every = set().union(*kinds.values())
         gap = bool(every) and any(not found for found in kinds.values())
-        as_text = gap or "json" in every or len(every - {"int", "number"}) > 0 and len(every) > 1
+        as_text = gap or "json" in every or (len(every - {"int", "number"}) > 0 and len(every) > 1)
         as_float = not as_text and every == {"int", "number"}
         encode[column] = (as_text, as_float, {base for base, found in kinds.items() if not found} if gap else set())
     typed = {}
@@ -406,7 +443,7 @@ def _encode(value: Any, column: str, as_text: bool, as_float: bool, empty_in: se
         return "" if base in empty_in else None
     if as_float:
         return float(value)
-    if not as_text or isinstance(value, str) and column not in TIME_COLUMNS:
+    if not as_text or (isinstance(value, str) and column not in TIME_COLUMNS):
         return value
     if column in TIME_COLUMNS:  # "…T…Z" would still be read as a timestamp, not text
         return value.replace("T", " ").replace("Z", " UTC")
@@ -438,7 +475,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
 # -- destination and index --------------------------------------------------------------------
 
 
-def _prepare(dest: "str | Path") -> Path:
+def _prepare(dest: str | Path) -> Path:
     """The destination directory, created if missing; a file or an unwritable place is an error."""
     dest = Path(dest).expanduser()
     if dest.exists() and not dest.is_dir():
@@ -457,10 +494,14 @@ def _load_index(dest: Path, fmt: str) -> dict:
     path = dest / INDEX
     if not path.exists():
         if any(dest.iterdir()):
-            raise NanoBananaError(f"{dest} is not empty and holds no nanobanana export; "
-                                  "export into a new or empty directory")
-        index = {"format": fmt, "version": 1, "items": {}}
-        index.update({"layout": None} if fmt == "imagefolder" else {"shards": []})
+            raise NanoBananaError(
+                f"{dest} is not empty and holds no nanobanana export; export into a new or empty directory"
+            )
+        index: dict[str, Any] = {"format": fmt, "version": 1, "items": {}}
+        if fmt == "imagefolder":
+            index["layout"] = None
+        else:
+            index["shards"] = []
         _save_index(dest, index)
         return index
     try:
@@ -504,17 +545,30 @@ def _card(fmt: str, name: str, index: Mapping) -> str:
     items = list(index["items"].values())
     rows = [item["row"] for item in items]
     splits = Counter(item["split"] for item in items if item["split"])
-    lines = ["---", "task_categories:", "- text-to-image", "tags:", "- nanobanana", "- synthetic",
-             "size_categories:", f"- {_size_category(len(rows))}"]
+    lines = [
+        "---",
+        "task_categories:",
+        "- text-to-image",
+        "tags:",
+        "- nanobanana",
+        "- synthetic",
+        "size_categories:",
+        f"- {_size_category(len(rows))}",
+    ]
     if splits:
         lines += ["configs:", "- config_name: default", "  data_files:"]
         lines += [f"  - split: {split}\n    path: {split}/**" for split in sorted(splits)]
     lines += ["---", "", f"# {name}", ""]
-    layout = ("Hugging Face `imagefolder` layout: the images with a `metadata.jsonl` beside them"
-              + (", one per split" if splits else "") if fmt == "imagefolder"
-              else "WebDataset tar shards of `KEY.png`/`KEY.jpg` + `KEY.json`")
-    lines += [f"{len(rows)} images generated with the NanoBanana image API, exported by nanobanana-magic in "
-              f"{layout}.", ""]
+    layout = (
+        "Hugging Face `imagefolder` layout: the images with a `metadata.jsonl` beside them"
+        + (", one per split" if splits else "")
+        if fmt == "imagefolder"
+        else "WebDataset tar shards of `KEY.png`/`KEY.jpg` + `KEY.json`"
+    )
+    lines += [
+        f"{len(rows)} images generated with the NanoBanana image API, exported by nanobanana-magic in {layout}.",
+        "",
+    ]
     if splits:
         lines += ["| split | images |", "|---|---:|", *(f"| {s} | {n} |" for s, n in sorted(splits.items())), ""]
     if fmt == "webdataset":
@@ -531,14 +585,26 @@ def _card(fmt: str, name: str, index: Mapping) -> str:
         counts = Counter(_shown(r.get(column)) for r in rows)
         lines += [f"| {column} | {v} | {n} |" for v, n in sorted(counts.items(), key=lambda vn: (-vn[1], vn[0]))]
     lines += ["", "## Reference images", "", _references_line(rows), ""]
-    lines += ["## Columns", "", "Each " + ("row of `metadata.jsonl`" if fmt == "imagefolder" else "`KEY.json`")
-              + " holds: " + ", ".join(f"`{c}`" for c in _card_columns(fmt, rows)) + ".",
-              "`sha256` is the image file's; `references` lists each reference image's `source` (URL, file "
-              "or task id), `sha256` and the `url` sent; `parents` the task ids of the generations used as "
-              "references." + (" In `metadata.jsonl`, `references` and `parents` are JSON text." if
-                               fmt == "imagefolder" else ""),
-              "Missing values are null" + ("; a column with no value in a whole split holds \"\" there "
-                                           "(so every split has the same column types)." if splits else "."), ""]
+    lines += [
+        "## Columns",
+        "",
+        "Each "
+        + ("row of `metadata.jsonl`" if fmt == "imagefolder" else "`KEY.json`")
+        + " holds: "
+        + ", ".join(f"`{c}`" for c in _card_columns(fmt, rows))
+        + ".",
+        "`sha256` is the image file's; `references` lists each reference image's `source` (URL, file "
+        "or task id), `sha256` and the `url` sent; `parents` the task ids of the generations used as "
+        "references."
+        + (" In `metadata.jsonl`, `references` and `parents` are JSON text." if fmt == "imagefolder" else ""),
+        "Missing values are null"
+        + (
+            "; a column with no value in a whole split holds \"\" there (so every split has the same column types)."
+            if splits
+            else "."
+        ),
+        "",
+    ]
     lines += ["## Loading", "", "```python", *_loading(fmt, name, sorted(splits), index), "```", ""]
     return "\n".join(lines)
 
@@ -563,15 +629,22 @@ def _references_line(rows: list[dict]) -> str:
     for row in rows:
         for ref in row.get("references") or []:
             source = ref.get("source") or ref.get("url") or ""
-            kinds["generation" if source in row.get("parents", []) else
-                  "URL" if re.match(r"https?://", source) else "local file or upload"] += 1
+            kinds[
+                "generation"
+                if source in row.get("parents", [])
+                else "URL"
+                if re.match(r"https?://", source)
+                else "local file or upload"
+            ] += 1
     using = sum(1 for row in rows if row.get("references"))
     with_parents = sum(1 for row in rows if row.get("parents"))
     if not using and not with_parents:
         return "No image used reference images."
     sources = ", ".join(_count(n, kind) for kind, n in sorted(kinds.items())) or "none recorded"
-    return (f"{using} of {len(rows)} images used reference images ({sources}); "
-            f"{_count(with_parents, 'image')} with parents (earlier generations used as references).")
+    return (
+        f"{using} of {len(rows)} images used reference images ({sources}); "
+        f"{_count(with_parents, 'image')} with parents (earlier generations used as references)."
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -593,9 +666,13 @@ def _loading(fmt: str, name: str, splits: list[str], index: Mapping) -> list[str
         files = ", ".join(f'"{s}": "{s}/**"' for s in splits)
         return lines + [f'ds = load_dataset("imagefolder", data_dir="{name}", data_files={{{files}}})']
     shards = index.get("shards") or []
-    pattern = (f"shard-{{000000..{len(shards) - 1:06d}}}.tar" if len(shards) > 1 else "shard-000000.tar")
-    return ["import webdataset as wds", "", f"# run where the directory {name}/ is",
-            f'ds = wds.WebDataset("{name}/{pattern}", shardshuffle=False).decode("pil")',
-            "for sample in ds:",
-            '    image = sample.get("png") or sample.get("jpg") or sample.get("webp")',
-            '    meta = sample["json"]  # task_id, prompt, parameters, references, ...']
+    pattern = f"shard-{{000000..{len(shards) - 1:06d}}}.tar" if len(shards) > 1 else "shard-000000.tar"
+    return [
+        "import webdataset as wds",
+        "",
+        f"# run where the directory {name}/ is",
+        f'ds = wds.WebDataset("{name}/{pattern}", shardshuffle=False).decode("pil")',
+        "for sample in ds:",
+        '    image = sample.get("png") or sample.get("jpg") or sample.get("webp")',
+        '    meta = sample["json"]  # task_id, prompt, parameters, references, ...',
+    ]

@@ -10,13 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from ..core.errors import (DownloadError, NanoBananaError, ServiceUnavailableError, TaskFailedError,
-                           TaskTimeoutError, is_transient)
+from ..core.errors import (
+    DownloadError,
+    NanoBananaError,
+    ServiceUnavailableError,
+    TaskFailedError,
+    TaskTimeoutError,
+    is_transient,
+)
 from ..core.states import TaskState
 from ..core.status import TaskStatus
 
@@ -64,8 +71,9 @@ class Outcome:
 class ResultSink(Protocol):
     """Where finished images go (the store of `output_dir`)."""
 
-    def save_image(self, task_id: str, request: dict, url: str | None, submitted_at: float,
-                   data: bytes) -> tuple[Path, str]: ...
+    def save_image(
+        self, task_id: str, request: dict, url: str | None, submitted_at: float, data: bytes
+    ) -> tuple[Path, str]: ...
 
     def record_outcome(self, outcome: Outcome) -> None: ...
 
@@ -76,9 +84,9 @@ class TaskRules:
 
     timeout: float | None = 600.0
     schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE
-    not_found_grace: float = 30.0   # a new task may be unknown to record-info for a while
-    anomaly_limit: float = 60.0     # an unknown successFlag or a success without URL, for this long
-    max_poll_failures: int = 20     # transient failures in a row (each already retried by the connection)
+    not_found_grace: float = 30.0  # a new task may be unknown to record-info for a while
+    anomaly_limit: float = 60.0  # an unknown successFlag or a success without URL, for this long
+    max_poll_failures: int = 20  # transient failures in a row (each already retried by the connection)
 
 
 class Generation:
@@ -87,9 +95,16 @@ class Generation:
     A poller may drive it (`driven=True`); otherwise `wait()` polls from the calling thread.
     """
 
-    def __init__(self, task_id: str, request: dict, *, api: TaskApi | None = None,
-                 rules: TaskRules = TaskRules(), submitted_at: float | None = None,
-                 sink: ResultSink | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        request: dict,
+        *,
+        api: TaskApi | None = None,
+        rules: TaskRules = TaskRules(),
+        submitted_at: float | None = None,
+        sink: ResultSink | None = None,
+    ) -> None:
         self.task_id = task_id
         self.request = dict(request)
         self.rules = rules
@@ -120,9 +135,19 @@ class Generation:
         self._listeners: list[Listener] = []
 
     @classmethod
-    def from_file(cls, task_id: str, request: dict, path: "str | Path", *, url: str | None = None,
-                  submitted_at: float | None = None, finished_at: float | None = None,
-                  elapsed: float | None = None, sha256: str | None = None, cached: bool = False) -> "Generation":
+    def from_file(
+        cls,
+        task_id: str,
+        request: dict,
+        path: str | Path,
+        *,
+        url: str | None = None,
+        submitted_at: float | None = None,
+        finished_at: float | None = None,
+        elapsed: float | None = None,
+        sha256: str | None = None,
+        cached: bool = False,
+    ) -> Generation:
         """A finished generation whose image is already on disk (a cache hit, a fetch)."""
         generation = cls(task_id, request, submitted_at=submitted_at)
         generation.cached, generation.first_generated, generation.sha256 = cached, submitted_at, sha256
@@ -134,7 +159,7 @@ class Generation:
         return generation
 
     @classmethod
-    def failed_before_submit(cls, request: dict, error: NanoBananaError) -> "Generation":
+    def failed_before_submit(cls, request: dict, error: NanoBananaError) -> Generation:
         """Stands for a request that was never accepted (so a batch keeps its order)."""
         generation = cls(f"not-submitted-{id(error):x}", request)
         generation._state, generation._exception = TaskState.FAILED, error
@@ -197,15 +222,18 @@ class Generation:
         try:
             data = self._path.read_bytes()
         except FileNotFoundError:
-            raise DownloadError(f"the saved image of task {self.task_id} is gone: {self._path}",
-                                task_id=self.task_id) from None
+            raise DownloadError(
+                f"the saved image of task {self.task_id} is gone: {self._path}", task_id=self.task_id
+            ) from None
         if self.sha256 and _sha256(data) != self.sha256:
-            raise DownloadError(f"the saved image of task {self.task_id} was altered since it was saved: "
-                                f"{self._path}", task_id=self.task_id)
+            raise DownloadError(
+                f"the saved image of task {self.task_id} was altered since it was saved: {self._path}",
+                task_id=self.task_id,
+            )
         return data
 
     @property
-    def image(self) -> "Image | None":
+    def image(self) -> Image | None:
         """The result as a `PIL.Image.Image`, read from disk on access (so memory stays small)."""
         data = self.data
         if data is None:
@@ -216,7 +244,7 @@ class Generation:
         image.load()
         return image
 
-    def wait(self, timeout: float | None = None) -> "Generation":
+    def wait(self, timeout: float | None = None) -> Generation:
         """Block until the task ends; return self, or raise the task's error.
 
         `timeout` bounds this wait only (TaskTimeoutError): the task itself goes on.
@@ -225,8 +253,11 @@ class Generation:
         while not self._ended.is_set():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TaskTimeoutError(f"task {self.task_id} still pending after {timeout:g} s; it goes on",
-                                       task_id=self.task_id, hint="wait")
+                raise TaskTimeoutError(
+                    f"task {self.task_id} still pending after {timeout:g} s; it goes on",
+                    task_id=self.task_id,
+                    hint="wait",
+                )
             pause = 0.2
             if not self.driven and self._api is not None:
                 self.step()
@@ -256,7 +287,7 @@ class Generation:
         self.data  # noqa: B018 - the hash check: an altered file is never shown
         return cached_preview(self._path, max_px, fmt, quality)
 
-    def save(self, path: "str | Path") -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the image to `path` in the format its suffix names (.png, .jpg/.jpeg, .webp); returns the path.
 
         A directory gets `<task id>.<format of the bytes>`; the bytes are then written as downloaded.
@@ -325,9 +356,14 @@ class Generation:
 
     def _step(self) -> None:
         if self.rules.timeout is not None and self.elapsed > self.rules.timeout:
-            self._end(TaskState.FAILED, TaskTimeoutError(
-                f"task {self.task_id} did not finish within {self.rules.timeout:g} s; it may still finish",
-                task_id=self.task_id), record=False)
+            self._end(
+                TaskState.FAILED,
+                TaskTimeoutError(
+                    f"task {self.task_id} did not finish within {self.rules.timeout:g} s; it may still finish",
+                    task_id=self.task_id,
+                ),
+                record=False,
+            )
             return
         self.polls += 1
         try:
@@ -341,9 +377,15 @@ class Generation:
         if status.state is TaskState.FAILED:
             reason = status.error_message or "no reason given"
             code = f", code {status.error_code}" if status.error_code else ""
-            self._end(TaskState.FAILED, TaskFailedError(
-                f"task {self.task_id} failed: {reason} ({status.flag_name}{code})",
-                task_id=self.task_id, code=_maybe_int(status.error_code)), duration=status.duration)
+            self._end(
+                TaskState.FAILED,
+                TaskFailedError(
+                    f"task {self.task_id} failed: {reason} ({status.flag_name}{code})",
+                    task_id=self.task_id,
+                    code=_maybe_int(status.error_code),
+                ),
+                duration=status.duration,
+            )
         elif status.state is TaskState.SUCCEEDED:
             self.complete(status.result_url, duration=status.duration)
         elif status.anomaly:
@@ -360,8 +402,9 @@ class Generation:
             if data is None:
                 data = self._api.download(url or "", task_id=self.task_id)  # type: ignore[union-attr]
         except NanoBananaError as exc:
-            self._end(TaskState.FAILED, exc if exc.task_id else exc.again(str(exc), task_id=self.task_id),
-                      duration=duration)
+            self._end(
+                TaskState.FAILED, exc if exc.task_id else exc.again(str(exc), task_id=self.task_id), duration=duration
+            )
             return
         self._finish(data, duration)
 
@@ -371,15 +414,17 @@ class Generation:
                 return
             try:
                 if self._sink is not None:
-                    path, self.sha256 = self._sink.save_image(self.task_id, self.request, self._url,
-                                                              self.submitted_at, data)
+                    path, self.sha256 = self._sink.save_image(
+                        self.task_id, self.request, self._url, self.submitted_at, data
+                    )
                     self._path = path.absolute()
                 else:
                     self._bytes = data
             except OSError as exc:  # disk full, permissions: the image stays at the URL
                 where = f" to {exc.filename}" if exc.filename else ""
-                error = NanoBananaError(f"could not save the image{where}: {exc.strerror or exc}",
-                                        task_id=self.task_id, hint="fetch")
+                error = NanoBananaError(
+                    f"could not save the image{where}: {exc.strerror or exc}", task_id=self.task_id, hint="fetch"
+                )
                 self._claim_end(TaskState.FAILED, error, duration)
             else:
                 self._claim_end(TaskState.SUCCEEDED, None, duration)
@@ -391,9 +436,16 @@ class Generation:
         if now - self._odd_since < self.rules.anomaly_limit:
             self._progress()
             return
-        self._end(TaskState.FAILED, ServiceUnavailableError(
-            f"the service kept answering oddly for task {self.task_id} ({anomaly}) for "
-            f"{self.rules.anomaly_limit:g} s", task_id=self.task_id, hint="fetch"), record=False)
+        self._end(
+            TaskState.FAILED,
+            ServiceUnavailableError(
+                f"the service kept answering oddly for task {self.task_id} ({anomaly}) for "
+                f"{self.rules.anomaly_limit:g} s",
+                task_id=self.task_id,
+                hint="fetch",
+            ),
+            record=False,
+        )
 
     def _poll_failed(self, exc: NanoBananaError) -> None:
         self._failures += 1
@@ -404,14 +456,22 @@ class Generation:
             return
         if exc.code == 500 and not self._seen:
             # The service answers a task id it cannot parse with code 500: retrying it for minutes is pointless.
-            self._end(TaskState.FAILED, exc.again(
-                f"the service could not look up task {self.task_id}: {exc}", task_id=self.task_id, hint="fetch"),
-                record=False)
+            self._end(
+                TaskState.FAILED,
+                exc.again(
+                    f"the service could not look up task {self.task_id}: {exc}", task_id=self.task_id, hint="fetch"
+                ),
+                record=False,
+            )
             return
         if exc.code == 404:
-            self._end(TaskState.FAILED, exc.again(
-                f"the service does not know task {self.task_id} ({exc})", task_id=self.task_id, hint="history"),
-                record=False)
+            self._end(
+                TaskState.FAILED,
+                exc.again(
+                    f"the service does not know task {self.task_id} ({exc})", task_id=self.task_id, hint="history"
+                ),
+                record=False,
+            )
             return
         if is_transient(exc) and self._failures < self.rules.max_poll_failures:
             log.debug("poll of %s failed (%s); will poll again", self.task_id, exc)
@@ -420,14 +480,19 @@ class Generation:
         if isinstance(exc, TaskFailedError):  # code 501: the generation failed
             self._end(TaskState.FAILED, exc.again(f"task {self.task_id} failed: {exc}", task_id=self.task_id))
             return
-        self._end(TaskState.FAILED, exc.again(
-            f"lost contact with task {self.task_id}: {exc}; it may still finish", task_id=self.task_id,
-            hint="fetch"), record=False)
+        self._end(
+            TaskState.FAILED,
+            exc.again(
+                f"lost contact with task {self.task_id}: {exc}; it may still finish", task_id=self.task_id, hint="fetch"
+            ),
+            record=False,
+        )
 
     # -- ending --------------------------------------------------------------
 
-    def _end(self, state: TaskState, error: NanoBananaError | None, *, record: bool = True,
-             duration: float | None = None) -> None:
+    def _end(
+        self, state: TaskState, error: NanoBananaError | None, *, record: bool = True, duration: float | None = None
+    ) -> None:
         """End once. `record`: the API told us the outcome, so it goes into the run log."""
         with self._lock:
             if not self._claim_end(state, error, duration):
@@ -460,8 +525,16 @@ class Generation:
         """The ended state as the run log records it: a task the API finished whose image could
         not be fetched or saved succeeded there all the same (it can be fetched again)."""
         state = TaskState.SUCCEEDED if self._url and self._state is TaskState.FAILED else self._state
-        return Outcome(self.task_id, state, self._finished_at or time.time(), round(self.elapsed, 2),
-                       url=self._url, path=self._path, sha256=self.sha256, error=self.error)
+        return Outcome(
+            self.task_id,
+            state,
+            self._finished_at or time.time(),
+            round(self.elapsed, 2),
+            url=self._url,
+            path=self._path,
+            sha256=self.sha256,
+            error=self.error,
+        )
 
     def _progress(self) -> None:
         with self._lock:

@@ -26,15 +26,15 @@ class Poller:
 
     def __init__(self, workers: int = 4) -> None:
         self.workers = workers
-        self._due: list[tuple[float, int, "Generation"]] = []  # guarded by _wake
+        self._due: list[tuple[float, int, Generation]] = []  # guarded by _wake
         self._wake = threading.Condition()
-        self._work: "queue.Queue[tuple[float, Generation] | None]" = queue.Queue()
+        self._work: queue.Queue[tuple[float, Generation] | None] = queue.Queue()
         self._tracked: set[str] = set()  # task ids not yet ended; guarded by _wake
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
-    def track(self, generation: "Generation", first_poll_in: float | None = None) -> None:
+    def track(self, generation: Generation, first_poll_in: float | None = None) -> None:
         """Drive `generation` until it ends. The first status request comes after one schedule step."""
         generation.driven = True
         delay = poll_delay(generation.elapsed, generation.rules.schedule) if first_poll_in is None else first_poll_in
@@ -66,7 +66,7 @@ class Poller:
 
     # -- threads -------------------------------------------------------------
 
-    def _schedule_at(self, generation: "Generation", due: float) -> None:
+    def _schedule_at(self, generation: Generation, due: float) -> None:
         heapq.heappush(self._due, (due, next(self._order), generation))
         self._wake.notify()
 

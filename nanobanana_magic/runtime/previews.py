@@ -8,7 +8,7 @@ from pathlib import Path
 from ..core.images import preview_bytes
 
 
-def cached_preview(path: "str | Path", max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
+def cached_preview(path: str | Path, max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
     """`preview_bytes` of a saved file, kept under `.previews/`: decoding a 4K file once is enough.
 
     A re-run answered from the cache then shows its image without decoding 16 megapixels again.

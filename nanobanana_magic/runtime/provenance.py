@@ -7,18 +7,33 @@ import io
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 from ..core.errors import InvalidRequestError
 from .store import RunEntry, Store, sha256_file
 
 FORMATS = ("table", "json", "csv", "markdown")
 EXPORT_SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl"}
-COLUMNS = ["task_id", "status", "submitted", "finished", "elapsed_s", "prompt", "aspectRatio", "resolution",
-           "outputFormat", "googleSearch", "imageUrls", "file", "sha256", "url", "error"]
+COLUMNS = [
+    "task_id",
+    "status",
+    "submitted",
+    "finished",
+    "elapsed_s",
+    "prompt",
+    "aspectRatio",
+    "resolution",
+    "outputFormat",
+    "googleSearch",
+    "imageUrls",
+    "file",
+    "sha256",
+    "url",
+    "error",
+]
 
 
 def _iso(t: float | None) -> str | None:
@@ -47,10 +62,18 @@ def select(entries: Iterable[RunEntry], since: float | None = None) -> list[RunE
 def record(entry: RunEntry, store: Store) -> dict:
     """Everything known about one generation, with the full request body."""
     elapsed = round(entry.finished_at - entry.submitted_at, 2) if entry.finished_at and entry.submitted_at else None
-    return {"task_id": entry.task_id, "status": entry.status, "submitted": _iso(entry.submitted_at),
-            "finished": _iso(entry.finished_at), "elapsed_s": elapsed, "request": entry.request,
-            "file": str(store.file_path(entry)) if entry.file else None, "sha256": entry.sha256,
-            "url": entry.url, "error": entry.error}
+    return {
+        "task_id": entry.task_id,
+        "status": entry.status,
+        "submitted": _iso(entry.submitted_at),
+        "finished": _iso(entry.finished_at),
+        "elapsed_s": elapsed,
+        "request": entry.request,
+        "file": str(store.file_path(entry)) if entry.file else None,
+        "sha256": entry.sha256,
+        "url": entry.url,
+        "error": entry.error,
+    }
 
 
 def _flat(rec: dict) -> dict:
@@ -86,7 +109,7 @@ def _md(value: object) -> str:
     return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def export(path: "str | Path", entries: list[RunEntry], store: Store) -> Path:
+def export(path: str | Path, entries: list[RunEntry], store: Store) -> Path:
     """Write every entry to `path`; the format follows the suffix (.json .jsonl .csv .md)."""
     path = Path(path).expanduser()
     fmt = EXPORT_SUFFIXES.get(path.suffix.lower())

@@ -17,10 +17,10 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..core.errors import InvalidRequestError
@@ -33,21 +33,25 @@ from ..core.params import MAX_IMAGE_URLS
 MAX_REFERENCE_BYTES = 30 * 1024 * 1024
 
 # What a higher layer (the magics) may swap for its own wording of how to set upload_to.
-NEEDS_UPLOAD_HINT = ("set one with %config NanoBananaMagics.upload_to = 's3://bucket/prefix' "
-                     "(or NANOBANANA_UPLOAD_TO)")
+NEEDS_UPLOAD_HINT = "set one with %config NanoBananaMagics.upload_to = 's3://bucket/prefix' (or NANOBANANA_UPLOAD_TO)"
 
 ALLOWED_FORMATS = "PNG, JPEG or WebP"
 _SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WebP": ".webp"}
 # Formats recognised only to name them in the error (the API does not take them).
 _OTHER_IMAGE_MAGIC = (
-    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"),
-    (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
 )
 _HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
 _GENERATION_ATTRIBUTES = ("task_id", "status", "url", "path", "finished_at")
-_ACCEPTED = ("a Generation, a PIL image, a pathlib.Path, a URL or file path string, "
-             "or a list or tuple of these")
+_ACCEPTED = "a Generation, a PIL image, a pathlib.Path, a URL or file path string, or a list or tuple of these"
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,15 @@ class _Loaded:
     parent: str | None = None
 
 
-def resolve(sources: Iterable[Any] | Any, *, namespace: Mapping[str, Any] | None = None,
-            cwd: str | os.PathLike[str] | None = None,
-            uploader_factory: Callable[[], UrlMaker | None] | None = None,
-            result_url_ttl: float = 0.0, now: float | None = None) -> list[Reference]:
+def resolve(
+    sources: Iterable[Any] | Any,
+    *,
+    namespace: Mapping[str, Any] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    uploader_factory: Callable[[], UrlMaker | None] | None = None,
+    result_url_ttl: float = 0.0,
+    now: float | None = None,
+) -> list[Reference]:
     """The references for `sources`, uploading what the API cannot fetch by itself.
 
     Raises InvalidRequestError (one line, nothing uploaded) for any unusable source, for
@@ -113,13 +122,14 @@ def resolve(sources: Iterable[Any] | Any, *, namespace: Mapping[str, Any] | None
     for number, source in enumerate(sources, 1):
         leaves.extend(_expand(source, namespace, number))
     if len(leaves) > MAX_IMAGE_URLS:
-        raise InvalidRequestError(
-            f"{len(leaves)} reference images given; the API accepts at most {MAX_IMAGE_URLS}")
+        raise InvalidRequestError(f"{len(leaves)} reference images given; the API accepts at most {MAX_IMAGE_URLS}")
 
     loaded = [_load(leaf, position, cwd, result_url_ttl, now) for position, leaf in enumerate(leaves, 1)]
     _upload(loaded, uploader_factory)
-    return [Reference(source=item.source, kind=item.kind, sha256=item.sha256, url=item.url or "",
-                      parent=item.parent) for item in loaded]
+    return [
+        Reference(source=item.source, kind=item.kind, sha256=item.sha256, url=item.url or "", parent=item.parent)
+        for item in loaded
+    ]
 
 
 def cache_identity(references: Iterable[Reference]) -> list[str]:
@@ -136,7 +146,8 @@ def _expand(source: Any, namespace: Mapping[str, Any], number: int) -> list[_Lea
         name = text[1:]
         if not name.isidentifier():
             raise InvalidRequestError(
-                f"reference image '{_short(text)}': after @ comes the name of a variable (e.g. -i @result)")
+                f"reference image '{_short(text)}': after @ comes the name of a variable (e.g. -i @result)"
+            )
         if name not in namespace:
             raise InvalidRequestError(f"reference image @{name}: no variable named {name} is defined")
         return _expand_value(namespace[name], f"@{name}")
@@ -149,7 +160,8 @@ def _expand_value(value: Any, label: str) -> list[_Leaf]:
         for index, item in enumerate(value):
             if isinstance(item, (list, tuple)):
                 raise InvalidRequestError(
-                    f"reference image {label}[{index}] is a nested list; give a flat list of images")
+                    f"reference image {label}[{index}] is a nested list; give a flat list of images"
+                )
             leaves.append(_Leaf(f"{label}[{index}]", item))
         return leaves
     return [_Leaf(label, value)]
@@ -161,15 +173,15 @@ def _load(leaf: _Leaf, position: int, cwd: Path, result_url_ttl: float, now: flo
         return _load_generation(value, leaf.label, cwd, result_url_ttl, now)
     if _is_pil_image(value):
         data = _encode_png(value, leaf.label)
-        return _Loaded(source=f"image:{position}", kind="image", label=leaf.label,
-                       sha256=_sha256(data), data=data, suffix=".png")
+        return _Loaded(
+            source=f"image:{position}", kind="image", label=leaf.label, sha256=_sha256(data), data=data, suffix=".png"
+        )
     if isinstance(value, PurePath):
         return _load_file(_absolute(str(value), cwd), leaf.label, cwd)
     if isinstance(value, str):
         return _load_text(value, leaf.label, cwd)
     verb = "holds" if leaf.label.startswith("@") else "is"
-    raise InvalidRequestError(
-        f"reference image {leaf.label} {verb} a {type(value).__name__}; use {_ACCEPTED}")
+    raise InvalidRequestError(f"reference image {leaf.label} {verb} a {type(value).__name__}; use {_ACCEPTED}")
 
 
 def _load_text(text: str, label: str, cwd: Path) -> _Loaded:
@@ -180,17 +192,18 @@ def _load_text(text: str, label: str, cwd: Path) -> _Loaded:
     if text.lower().startswith("data:"):
         raise InvalidRequestError(
             f"reference image {label} is a data: URI; the API fetches images by URL: "
-            "save it to a file (it is then uploaded) or pass a PIL image")
+            "save it to a file (it is then uploaded) or pass a PIL image"
+        )
     if "://" in text:
         raise InvalidRequestError(
-            f"reference image '{_short(text)}' is not an http(s) URL; give an http(s) URL or a local file")
+            f"reference image '{_short(text)}' is not an http(s) URL; give an http(s) URL or a local file"
+        )
     return _load_file(_absolute(text, cwd), label, cwd, relative=not os.path.isabs(os.path.expanduser(text)))
 
 
 def _load_file(path: Path, label: str, cwd: Path, *, relative: bool = False) -> _Loaded:
     data, kind = _read_image(path, label, cwd if relative else None)
-    return _Loaded(source=str(path), kind="file", label=label, sha256=_sha256(data), data=data,
-                   suffix=_SUFFIX[kind])
+    return _Loaded(source=str(path), kind="file", label=label, sha256=_sha256(data), data=data, suffix=_SUFFIX[kind])
 
 
 def _load_generation(generation: Any, label: str, cwd: Path, result_url_ttl: float, now: float) -> _Loaded:
@@ -202,22 +215,39 @@ def _load_generation(generation: Any, label: str, cwd: Path, result_url_ttl: flo
     path = _absolute(str(generation.path), cwd) if generation.path else None
     saved = path is not None and path.is_file()
     finished_at = generation.finished_at
-    fresh = (finished_at is not None and now - float(finished_at) < result_url_ttl
-             and isinstance(generation.url, str) and _is_http_url(generation.url))
+    fresh = (
+        finished_at is not None
+        and now - float(finished_at) < result_url_ttl
+        and isinstance(generation.url, str)
+        and _is_http_url(generation.url)
+    )
     if fresh:
         # The cache key must not change when the same result is later uploaded from disk.
-        sha = _sha256(path.read_bytes()) if saved else None
-        return _Loaded(source=f"task:{task_id}", kind="generation", label=label, sha256=sha,
-                       url=generation.url, parent=task_id)
+        sha = _sha256(path.read_bytes()) if saved and path is not None else None
+        return _Loaded(
+            source=f"task:{task_id}", kind="generation", label=label, sha256=sha, url=generation.url, parent=task_id
+        )
     if not saved:
         where = f" ({path})" if path is not None else ""
-        why = (f"its result URL may have expired (result_url_ttl = {result_url_ttl:g} s)"
-               if generation.url else "it has no result URL")
+        why = (
+            f"its result URL may have expired (result_url_ttl = {result_url_ttl:g} s)"
+            if generation.url
+            else "it has no result URL"
+        )
         raise InvalidRequestError(
-            f"reference image {label}: task {task_id} cannot be used: {why} and its saved file is missing{where}")
+            f"reference image {label}: task {task_id} cannot be used: {why} and its saved file is missing{where}"
+        )
+    assert path is not None  # a generation without a saved file was refused above
     data, kind = _read_image(path, label, None)
-    return _Loaded(source=f"task:{task_id}", kind="generation", label=label, sha256=_sha256(data),
-                   data=data, suffix=_SUFFIX[kind], parent=task_id)
+    return _Loaded(
+        source=f"task:{task_id}",
+        kind="generation",
+        label=label,
+        sha256=_sha256(data),
+        data=data,
+        suffix=_SUFFIX[kind],
+        parent=task_id,
+    )
 
 
 def _upload(loaded: list[_Loaded], uploader_factory: Callable[[], UrlMaker | None] | None) -> None:
@@ -230,8 +260,10 @@ def _upload(loaded: list[_Loaded], uploader_factory: Callable[[], UrlMaker | Non
         what = "reference image" if len(pending) == 1 else f"{len(pending)} reference images"
         raise InvalidRequestError(
             f"{what} {names} must be uploaded (the API takes URLs only) but no upload location is set; "
-            + NEEDS_UPLOAD_HINT)
+            + NEEDS_UPLOAD_HINT
+        )
     for item in pending:
+        assert item.data is not None
         item.url = uploader.url_for(item.data, item.suffix)
         item.data = None
 
@@ -266,8 +298,7 @@ def _read_image(path: Path, label: str, cwd: Path | None) -> tuple[bytes, str]:
     if kind in _SUFFIX:
         return data, kind
     if kind:
-        raise InvalidRequestError(
-            f"reference image {what} is a {kind} image; the API takes {ALLOWED_FORMATS}")
+        raise InvalidRequestError(f"reference image {what} is a {kind} image; the API takes {ALLOWED_FORMATS}")
     raise InvalidRequestError(f"reference image {what} is not an image (expected {ALLOWED_FORMATS})")
 
 
@@ -294,7 +325,8 @@ def _check_size(size: int, what: str) -> None:
     if size > MAX_REFERENCE_BYTES:
         raise InvalidRequestError(
             f"reference image {what} is {size / 2**20:.1f} MiB; at most {MAX_REFERENCE_BYTES // 2**20} MiB "
-            "is accepted (downscale it or save it as JPEG)")
+            "is accepted (downscale it or save it as JPEG)"
+        )
 
 
 def _encode_png(image: Any, label: str) -> bytes:
@@ -346,4 +378,4 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

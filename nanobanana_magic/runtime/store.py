@@ -13,9 +13,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING
 
 from ..core.images import embed_metadata, image_format
 from ..core.params import canonical_json
@@ -90,7 +91,7 @@ def _iso(t: float | None) -> str | None:
 class Store:
     """Saves images under `output_dir` and keeps the run log; a `ResultSink` for generations."""
 
-    def __init__(self, output_dir: "str | Path") -> None:
+    def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
         self.log_path = self.output_dir / RUN_LOG
         # The parsed run log, caught up incrementally: a long history costs nothing per cell.
@@ -120,18 +121,34 @@ class Store:
 
     def record_submit(self, task_id: str, request: dict, submitted_at: float) -> None:
         """The paid-for fact: written before any polling, so the task can always be found."""
-        self.append({"event": "submitted", "task_id": task_id, "time": _iso(submitted_at),
-                     "t": round(submitted_at, 3), "request": request})
+        self.append(
+            {
+                "event": "submitted",
+                "task_id": task_id,
+                "time": _iso(submitted_at),
+                "t": round(submitted_at, 3),
+                "request": request,
+            }
+        )
 
-    def record_outcome(self, outcome: "Outcome") -> None:
+    def record_outcome(self, outcome: Outcome) -> None:
         """How the task ended (first outcome) or, for a task already ended, where its bytes are now."""
         entry = self.entry(outcome.task_id)
         event = "restored" if entry is not None and not entry.pending else "finished"
-        self.append({"event": event, "task_id": outcome.task_id, "status": outcome.status.value,
-                     "time": _iso(outcome.finished_at), "t": round(outcome.finished_at, 3),
-                     "elapsed": outcome.elapsed, "url": outcome.url,
-                     "file": outcome.path.name if outcome.path else None,
-                     "sha256": outcome.sha256, "error": outcome.error})
+        self.append(
+            {
+                "event": event,
+                "task_id": outcome.task_id,
+                "status": outcome.status.value,
+                "time": _iso(outcome.finished_at),
+                "t": round(outcome.finished_at, 3),
+                "elapsed": outcome.elapsed,
+                "url": outcome.url,
+                "file": outcome.path.name if outcome.path else None,
+                "sha256": outcome.sha256,
+                "error": outcome.error,
+            }
+        )
 
     def records(self) -> Iterator[dict]:
         """Every readable line, as written; torn lines (a crash mid-write) are skipped."""
@@ -200,8 +217,9 @@ class Store:
 
     # -- images ------------------------------------------------------------
 
-    def save_image(self, task_id: str, request: dict, url: str | None, submitted_at: float,
-                   data: bytes) -> tuple[Path, str]:
+    def save_image(
+        self, task_id: str, request: dict, url: str | None, submitted_at: float, data: bytes
+    ) -> tuple[Path, str]:
         """Write the image with the request embedded; never overwrites, never leaves the directory.
 
         Returns the path and the sha256 of the bytes written.
@@ -209,8 +227,7 @@ class Store:
         import hashlib
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        metadata = {"task_id": task_id, "request": request, "submitted": _iso(submitted_at), "url": url,
-                    "tool": TOOL}
+        metadata = {"task_id": task_id, "request": request, "submitted": _iso(submitted_at), "url": url, "tool": TOOL}
         data = embed_metadata(data, metadata)
         stem = time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "_" + _safe_id(task_id)
         return self._write_new(stem, image_format(data), data), hashlib.sha256(data).hexdigest()
@@ -235,7 +252,7 @@ def _safe_id(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", task_id)[:8] or "task"
 
 
-def sha256_file(path: "str | Path") -> str:
+def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     import hashlib  # loads OpenSSL (~3 ms): not at %load_ext, only once an image is saved
 
@@ -244,5 +261,3 @@ def sha256_file(path: "str | Path") -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-

@@ -13,12 +13,13 @@ imported only when an `Uploader` is made.
 from __future__ import annotations
 
 import hashlib
-import os
 import mimetypes
+import os
 import re
 import secrets
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core.errors import InvalidRequestError, NanoBananaError
@@ -56,8 +57,9 @@ class Uploader:
     and `skipped` count the objects written and the ones found already there.
     """
 
-    def __init__(self, upload_to: str, options: Mapping[str, Any] | None = None,
-                 public_url: str = "", expiry: float = 3600) -> None:
+    def __init__(
+        self, upload_to: str, options: Mapping[str, Any] | None = None, public_url: str = "", expiry: float = 3600
+    ) -> None:
         upload_to = (upload_to or "").strip()
         if not upload_to:
             raise InvalidRequestError("upload_to is empty; give an fsspec URL such as 's3://bucket/prefix'")
@@ -75,7 +77,8 @@ class Uploader:
         if self._is_local and not self.public_url:
             raise InvalidRequestError(
                 f"upload_to {self._where} is a file:// folder: set upload_public_url to the URL prefix "
-                "of the web server that serves it (the API fetches images over http)")
+                "of the web server that serves it (the API fetches images over http)"
+            )
         self._counts_lock = threading.Lock()  # guards uploaded / skipped
         self._name_locks = [threading.Lock() for _ in range(_NAME_LOCK_STRIPES)]
 
@@ -106,8 +109,7 @@ class Uploader:
         try:
             import fsspec.core
         except ImportError:
-            raise InvalidRequestError(
-                f"uploading reference images needs fsspec: {UPLOAD_EXTRA_HINT}") from None
+            raise InvalidRequestError(f"uploading reference images needs fsspec: {UPLOAD_EXTRA_HINT}") from None
         # skip_instance_cache: fsspec would otherwise hand the same object (and the
         # credentials it resolved) to every Uploader with equal options.
         options = {"skip_instance_cache": True, **self._options}
@@ -119,7 +121,8 @@ class Uploader:
             options["config_kwargs"] = config
             if not self.public_url and self.expiry > _S3_MAX_EXPIRY:
                 raise InvalidRequestError(
-                    f"upload_expiry is {self.expiry} s; S3 signed URLs last at most {_S3_MAX_EXPIRY} s (7 days)")
+                    f"upload_expiry is {self.expiry} s; S3 signed URLs last at most {_S3_MAX_EXPIRY} s (7 days)"
+                )
         try:
             return fsspec.core.url_to_fs(self.upload_to, **options)
         except ImportError as exc:
@@ -127,12 +130,14 @@ class Uploader:
             # the extra covers S3 and Google Cloud Storage only.
             hint = UPLOAD_EXTRA_HINT if _scheme(self.upload_to) in _EXTRA_SCHEMES else _clean(str(exc), [])
             raise InvalidRequestError(
-                f"upload_to {self._where} needs a storage library that is not installed: {hint}") from None
+                f"upload_to {self._where} needs a storage library that is not installed: {hint}"
+            ) from None
         except ValueError as exc:
             if "protocol" in str(exc).lower():
                 raise InvalidRequestError(
                     f"upload_to {self._where}: fsspec does not know this protocol; "
-                    "use e.g. s3://bucket/prefix, gs://bucket/prefix or file:///srv/www/refs") from None
+                    "use e.g. s3://bucket/prefix, gs://bucket/prefix or file:///srv/www/refs"
+                ) from None
             raise InvalidRequestError(self._describe(exc, action="cannot use")) from None
         except Exception as exc:
             raise InvalidRequestError(self._describe(exc, action="cannot use")) from None
@@ -171,7 +176,8 @@ class Uploader:
         except NotImplementedError:
             raise InvalidRequestError(
                 f"upload_to {self._where} cannot make signed URLs; set upload_public_url to the "
-                "URL prefix that serves it") from None
+                "URL prefix that serves it"
+            ) from None
 
     def _count(self, *, uploaded: int = 0, skipped: int = 0) -> None:
         with self._counts_lock:
@@ -200,8 +206,13 @@ def _reason(exc: BaseException, secrets_: list[str], scheme: str) -> str:
         return f"access denied{tag}; check the credentials and their permissions on this location"
     if isinstance(exc, FileNotFoundError) or code in ("NoSuchBucket", "NotFound"):
         return f"the bucket or folder does not exist{tag}"
-    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
-                "ConnectionRefusedError", "ServerDisconnectedError"}:
+    if names & {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ClientConnectorError",
+        "ConnectionRefusedError",
+        "ServerDisconnectedError",
+    }:
         return "cannot reach the storage service; check upload_options (endpoint_url) and the network"
     return f"{type(exc).__name__}{tag}: {_clean(str(exc), secrets_)}"
 
@@ -219,9 +230,10 @@ def _clean(text: str, secrets_: list[str]) -> str:
 
 def _chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
-    while exc is not None and exc not in seen and len(seen) < 10:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and link not in seen and len(seen) < 10:
+        seen.append(link)
+        link = link.__cause__ or link.__context__
     return seen
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..core.params import GenerationRequest
 from ..core.secret import ApiKey
@@ -21,17 +22,33 @@ class NanoBananaClient:
     """Talks to the API. Thread-safe. `api_key` and `base_url` default to `NANOBANANA_API_KEY` /
     `NANOBANANA_BASE_URL`. No run log, no cache: for those use `nanobanana_magic.generate_many`."""
 
-    def __init__(self, api_key: "str | ApiKey | None" = None, base_url: str | None = None, *,
-                 connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 download_timeout: float = 120.0, retries: int = 4, backoff: float = 0.5,
-                 backoff_max: float = 20.0, max_json_bytes: int = 4 << 20,
-                 max_download_bytes: int = 128 << 20, pool_size: int = 16) -> None:
-        self.connection = Connection(api_key, base_url, connect_timeout=connect_timeout, read_timeout=read_timeout,
-                                     download_timeout=download_timeout,
-                                     retry=RetryPolicy(retries, backoff, backoff_max),
-                                     max_json_bytes=max_json_bytes, max_download_bytes=max_download_bytes,
-                                     pool_size=pool_size)
-        self._poller: "Poller | None" = None  # for generate_many, made on first use
+    def __init__(
+        self,
+        api_key: str | ApiKey | None = None,
+        base_url: str | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        download_timeout: float = 120.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        backoff_max: float = 20.0,
+        max_json_bytes: int = 4 << 20,
+        max_download_bytes: int = 128 << 20,
+        pool_size: int = 16,
+    ) -> None:
+        self.connection = Connection(
+            api_key,
+            base_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            download_timeout=download_timeout,
+            retry=RetryPolicy(retries, backoff, backoff_max),
+            max_json_bytes=max_json_bytes,
+            max_download_bytes=max_download_bytes,
+            pool_size=pool_size,
+        )
+        self._poller: Poller | None = None  # for generate_many, made on first use
         self._lock = threading.Lock()  # guards _poller
 
     def __repr__(self) -> str:
@@ -75,8 +92,14 @@ class NanoBananaClient:
         task_id = self.submit(request)
         return Generation(task_id, request.to_body(), api=self.connection, rules=TaskRules(timeout=timeout))
 
-    def generate_many(self, requests: "Sequence[GenerationRequest | dict | str]", *, concurrency: int = 4,
-                      timeout: float = 600.0, on_progress: "OnProgress | None" = None) -> list[Generation]:
+    def generate_many(
+        self,
+        requests: Sequence[GenerationRequest | dict | str],
+        *,
+        concurrency: int = 4,
+        timeout: float = 600.0,
+        on_progress: OnProgress | None = None,
+    ) -> list[Generation]:
         """Generate many images, at most `concurrency` pending at once; results in input order.
 
         Rate limits slow the batch down instead of failing it; a request the API refuses becomes
@@ -95,5 +118,6 @@ class NanoBananaClient:
             poller.track(generation)
             return generation
 
-        return run_batch(as_requests(requests), submit_or_record_failure(submit), concurrency=concurrency,
-                         on_progress=on_progress)
+        return run_batch(
+            as_requests(requests), submit_or_record_failure(submit), concurrency=concurrency, on_progress=on_progress
+        )

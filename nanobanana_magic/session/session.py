@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError
 from ..core.params import GenerationRequest
@@ -33,7 +34,7 @@ class Session:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.generations = Registry()
-        self._connection: "Connection | None" = None
+        self._connection: Connection | None = None
         self._connection_key: tuple | None = None
         self._poller: Poller | None = None
         self._store: Store | None = None
@@ -46,7 +47,7 @@ class Session:
     # -- parts built on first use (keeps %load_ext fast) ---------------------
 
     @property
-    def connection(self) -> "Connection":
+    def connection(self) -> Connection:
         from ..http.connection import Connection  # requests loads on first use, not at %load_ext
         from ..http.retry import RetryPolicy
 
@@ -54,10 +55,14 @@ class Session:
         with self._lock:
             if self._connection is None or self._connection_key != settings.connection_key:
                 retry = RetryPolicy(settings.retries, settings.retry_backoff, settings.retry_backoff_max)
-                self._connection = Connection(api_key=settings.api_key or "", base_url=settings.base_url,
-                                              connect_timeout=settings.connect_timeout,
-                                              read_timeout=settings.read_timeout,
-                                              download_timeout=settings.download_timeout, retry=retry)
+                self._connection = Connection(
+                    api_key=settings.api_key or "",
+                    base_url=settings.base_url,
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                    download_timeout=settings.download_timeout,
+                    retry=retry,
+                )
                 self._connection_key = settings.connection_key
             return self._connection
 
@@ -85,13 +90,13 @@ class Session:
             self._connection.close()
 
     def rules(self, timeout: float | None = None) -> TaskRules:
-        return TaskRules(timeout=self.settings.timeout if timeout is None else timeout,
-                         schedule=self.settings.poll_schedule)
+        return TaskRules(
+            timeout=self.settings.timeout if timeout is None else timeout, schedule=self.settings.poll_schedule
+        )
 
     # -- the one way in ------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, *, force: bool = False,
-               timeout: float | None = None) -> Generation:
+    def submit(self, request: GenerationRequest, *, force: bool = False, timeout: float | None = None) -> Generation:
         """A cached generation, or a new task: submitted, logged, then polled in the background."""
         body = request.to_body()
         store = self.store
@@ -105,26 +110,40 @@ class Session:
         # The task's clock starts when the service answered: polls are timed from here.
         submitted_at = time.time()
         store.record_submit(task_id, body, submitted_at)  # before any polling: a paid task is never lost
-        generation = Generation(task_id, body, api=connection, submitted_at=submitted_at, sink=store,
-                                rules=self.rules(timeout))
+        generation = Generation(
+            task_id, body, api=connection, submitted_at=submitted_at, sink=store, rules=self.rules(timeout)
+        )
         self.generations.add(generation)
         self.poller.track(generation)
         return generation
 
-    def generate_many(self, requests: Sequence[Any], *, concurrency: int | None = None, force: bool = False,
-                      timeout: float | None = None, on_submit: OnSubmit | None = None,
-                      on_progress: "OnProgress | None" = None) -> list[Generation]:
+    def generate_many(
+        self,
+        requests: Sequence[Any],
+        *,
+        concurrency: int | None = None,
+        force: bool = False,
+        timeout: float | None = None,
+        on_submit: OnSubmit | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> list[Generation]:
         """A batch through this session (cache, run log, poller); Generations in input order."""
         from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
 
         submit = submit_or_record_failure(lambda request: self.submit(request, force=force, timeout=timeout))
-        return run_batch(as_requests(requests), submit, concurrency=concurrency or self.settings.concurrency,
-                         on_submit=on_submit, on_progress=on_progress)
+        return run_batch(
+            as_requests(requests),
+            submit,
+            concurrency=concurrency or self.settings.concurrency,
+            on_submit=on_submit,
+            on_progress=on_progress,
+        )
 
     def start_many(self, requests: Sequence[Any], **options: Any) -> threading.Thread:
         """`generate_many` in a daemon thread (a sweep that must not hold the kernel)."""
-        thread = threading.Thread(target=self.generate_many, args=(requests,), kwargs=options,
-                                  name="nanobanana-batch", daemon=True)
+        thread = threading.Thread(
+            target=self.generate_many, args=(requests,), kwargs=options, name="nanobanana-batch", daemon=True
+        )
         thread.start()
         return thread
 
@@ -140,8 +159,14 @@ class Session:
             return self.generations.add(self._from_entry(entry, store, cached=False))
         request = entry.request if entry is not None else {}
         submitted_at = entry.submitted_at if entry and entry.submitted_at else time.time()
-        generation = Generation(task_id, request, api=self.connection, sink=store, submitted_at=submitted_at,
-                                rules=TaskRules(timeout=None, schedule=self.settings.poll_schedule))
+        generation = Generation(
+            task_id,
+            request,
+            api=self.connection,
+            sink=store,
+            submitted_at=submitted_at,
+            rules=TaskRules(timeout=None, schedule=self.settings.poll_schedule),
+        )
         generation.step()
         if entry is None and generation.request:  # known to the API: keep it in this directory's log
             store.record_submit(task_id, generation.request, generation.submitted_at)
@@ -161,15 +186,22 @@ class Session:
             return self.pending()
         missing = [t for t in task_ids if t not in self.generations]
         if missing:
-            raise NanoBananaError(f"task {missing[0]} is not running in this kernel", task_id=missing[0],
-                                  hint="fetch")
+            raise NanoBananaError(f"task {missing[0]} is not running in this kernel", task_id=missing[0], hint="fetch")
         return [self.generations[t] for t in task_ids]
 
     @staticmethod
     def _from_entry(entry: RunEntry, store: Store, *, cached: bool) -> Generation:
-        return Generation.from_file(entry.task_id, entry.request, store.file_path(entry), url=entry.url,
-                                    submitted_at=entry.submitted_at, finished_at=entry.finished_at,
-                                    elapsed=entry.elapsed, sha256=entry.sha256, cached=cached)
+        return Generation.from_file(
+            entry.task_id,
+            entry.request,
+            store.file_path(entry),
+            url=entry.url,
+            submitted_at=entry.submitted_at,
+            finished_at=entry.finished_at,
+            elapsed=entry.elapsed,
+            sha256=entry.sha256,
+            cached=cached,
+        )
 
 
 def check_output_dir(path: Path) -> None:
@@ -182,5 +214,6 @@ def check_output_dir(path: Path) -> None:
         if os.access(path, os.W_OK | os.X_OK):
             return
         reason = "not writable"
-    raise NanoBananaError(f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted",
-                          hint="output_dir")
+    raise NanoBananaError(
+        f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted", hint="output_dir"
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..core.params import DEFAULT_BASE_URL
 from ..core.secret import ApiKey, as_key
@@ -35,14 +36,30 @@ class Settings:
     @property
     def connection_key(self) -> tuple[Any, ...]:
         """The settings a connection is built from: a change rebuilds it."""
-        return (self.api_key, self.base_url.rstrip("/"), self.retries, self.retry_backoff, self.retry_backoff_max,
-                self.connect_timeout, self.read_timeout, self.download_timeout)
+        return (
+            self.api_key,
+            self.base_url.rstrip("/"),
+            self.retries,
+            self.retry_backoff,
+            self.retry_backoff_max,
+            self.connect_timeout,
+            self.read_timeout,
+            self.download_timeout,
+        )
 
     @classmethod
-    def from_environment(cls) -> "Settings":
+    def from_environment(cls) -> Settings:
         """Defaults with NANOBANANA_API_KEY, NANOBANANA_BASE_URL and NANOBANANA_OUTPUT_DIR applied (plain scripts)."""
-        env = {name: os.environ.get(var, "").strip() for name, var in
-               (("api_key", "NANOBANANA_API_KEY"), ("base_url", "NANOBANANA_BASE_URL"),
-                ("output_dir", "NANOBANANA_OUTPUT_DIR"))}
-        return cls(api_key=as_key(env["api_key"] or None), base_url=env["base_url"] or DEFAULT_BASE_URL,
-                   output_dir=env["output_dir"] or "nanobanana_outputs")
+        env = {
+            name: os.environ.get(var, "").strip()
+            for name, var in (
+                ("api_key", "NANOBANANA_API_KEY"),
+                ("base_url", "NANOBANANA_BASE_URL"),
+                ("output_dir", "NANOBANANA_OUTPUT_DIR"),
+            )
+        }
+        return cls(
+            api_key=as_key(env["api_key"] or None),
+            base_url=env["base_url"] or DEFAULT_BASE_URL,
+            output_dir=env["output_dir"] or "nanobanana_outputs",
+        )
