@@ -503,7 +503,7 @@ class Generation:
         """Under the lock: set the final state unless another end came first."""
         if self._state.ended:
             return False
-        self._state, self._exception = state, error
+        self._exception, self._state = error, state  # the error first: `done` never shows without it
         self._finished_at = time.time()
         if duration is not None:
             self._duration = duration
