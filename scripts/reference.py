@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 
 
-def _flags(action: argparse.Action) -> str:
-    if not action.option_strings:
-        return f"`{action.metavar or action.dest}`"
+def _flags(flags: tuple[str, ...], options: dict) -> str:
+    """`-a RATIO`, `--aspect-ratio RATIO` for one `@argument` (its flags and keyword options)."""
+    if not flags[0].startswith("-"):
+        return f"`{options.get('metavar') or flags[0]}`"
+    takes_value = options.get("action") not in ("store_true", "store_false", argparse.BooleanOptionalAction)
     metavar = ""
-    if action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction):
-        metavar = " " + (action.metavar if isinstance(action.metavar, str) else action.dest.upper())
-    return ", ".join(f"`{flag}{metavar}`" for flag in action.option_strings)
+    if takes_value:
+        metavar = " " + str(options.get("metavar") or str(options.get("dest") or flags[-1].lstrip("-")).upper())
+    shown = list(flags)
+    if options.get("action") is argparse.BooleanOptionalAction:
+        shown += [f"--no-{f[2:]}" for f in flags if f.startswith("--")]
+    return ", ".join(f"`{flag}{metavar}`" for flag in shown)
 
 
 def _cell(text: str) -> str:
@@ -22,10 +27,12 @@ def cell_options_markdown() -> str:
     """The %%nanobanana option table, from the parser that PARAMETERS and the magic build."""
     from nanobanana_magic.notebook.magics import NanoBananaMagics
 
-    parser = NanoBananaMagics.nanobanana_cell.parser
+    # The `@argument` decorators the parser was built from, in source order (IPython keeps them).
+    arguments = [d for d in reversed(NanoBananaMagics.nanobanana_cell.decorators) if hasattr(d, "args")]
     rows = ["| option | meaning |", "|---|---|"]
-    for action in parser._actions:
-        rows.append(f"| {_cell(_flags(action))} | {_cell((action.help or '').replace('%%', '%'))} |")
+    for decorator in arguments:
+        help_text = (decorator.kwds.get("help") or "").replace("%%", "%")
+        rows.append(f"| {_cell(_flags(decorator.args, decorator.kwds))} | {_cell(help_text)} |")
     return "\n".join(rows)
 
 
