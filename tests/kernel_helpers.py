@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 
 TASK_MIME = "application/vnd.nanobanana.task+json"
-FAST_POLLING = "%config NanoBananaMagics.poll_schedule = [[1e9, 0.05]]"
+FAST_POLLING = "%config NanoBananaMagics.poll_schedule = [[1e9, 0.1]]"
 SETUP = "%load_ext nanobanana_magic\n" + FAST_POLLING
 ENV_NAMES = ("NANOBANANA_API_KEY", "NANOBANANA_BASE_URL", "NANOBANANA_OUTPUT_DIR")
 

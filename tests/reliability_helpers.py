@@ -15,7 +15,7 @@ from nanobanana_magic.session.settings import Settings
 
 T = TypeVar("T")
 
-FAST_SCHEDULE: tuple[tuple[float, float], ...] = ((1e9, 0.05),)
+FAST_SCHEDULE: tuple[tuple[float, float], ...] = ((1e9, 0.1),)
 # Small backoff so retries cost milliseconds; backoff_max stays above 1 s so that a
 # Retry-After of one second is honoured rather than capped.
 FAST_CLIENT: dict[str, Any] = {

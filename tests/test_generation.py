@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nanobanana_magic.core.errors import TaskFailedError, TaskTimeoutError
+from nanobanana_magic.core.schedule import FixedSchedule
 from nanobanana_magic.core.states import TaskState
 from nanobanana_magic.core.status import TaskStatus
 from nanobanana_magic.runtime.generation import Generation, Outcome, TaskRules
@@ -25,7 +26,7 @@ class ScriptedApi:
         self.downloading = threading.Event()
         self.release = threading.Event()
 
-    def record_info(self, task_id: str) -> TaskStatus:
+    def record_info(self, task_id: str, *, priority: int = 2) -> TaskStatus:
         return TaskStatus.from_data(task_id, self.answers.pop(0) if len(self.answers) > 1 else self.answers[0])
 
     def download(self, url: str, *, task_id: str | None = None) -> bytes:
@@ -104,7 +105,7 @@ def test_wait_returns_only_after_the_end_is_complete_and_raises_a_failed_tasks_e
 def _capture(generation: Generation, into: list[BaseException]) -> None:
     try:
         generation.wait(WAIT)
-    except BaseException as exc:  # noqa: BLE001 - the test inspects what wait raised
+    except BaseException as exc:
         into.append(exc)
 
 
@@ -112,7 +113,7 @@ def test_the_poller_drops_tasks_once_they_end():
     poller = Poller(workers=1)
     api = ScriptedApi(SUCCESS)
     api.release.set()
-    generation = Generation("t-poll", {"prompt": "p"}, api=api, rules=TaskRules(schedule=((1e9, 0.1),)))
+    generation = Generation("t-poll", {"prompt": "p"}, api=api, rules=TaskRules(schedule=FixedSchedule(((1e9, 0.1),))))
     poller.track(generation, first_poll_in=0)
     assert generation.join(WAIT)
     poller.track(Generation("t-other", {"prompt": "p"}, api=ScriptedApi({"successFlag": 0})), first_poll_in=0)

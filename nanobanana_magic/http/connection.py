@@ -22,6 +22,7 @@ from ..core.params import DEFAULT_BASE_URL, GenerationRequest
 from ..core.secret import ApiKey, MaskedHeader, as_key, mask
 from ..core.status import TaskStatus, as_int, text
 from ..core.version import USER_AGENT
+from .budget import POLL, SUBMIT, RequestBudget
 from .retry import RETRY_CODES, RetryPolicy
 
 log = logging.getLogger("nanobanana_magic")
@@ -51,6 +52,7 @@ class Connection:
         max_json_bytes: int = 4 << 20,
         max_download_bytes: int = 128 << 20,
         pool_size: int = 16,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._key = as_key(api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY"))
         self.base_url = (base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -59,6 +61,7 @@ class Connection:
         self.retry = retry or RetryPolicy()
         self.max_json_bytes = max_json_bytes
         self.max_download_bytes = max_download_bytes
+        self.budget = budget  # shared by every connection of the kernel; None: no ceiling
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=self.retry.for_urllib3(), pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
@@ -84,21 +87,21 @@ class Connection:
     def submit(self, request: GenerationRequest | dict) -> str:
         """POST generate-2; returns the task id. Never re-sends a request that may have arrived."""
         body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
-        data = self._call("POST", SUBMIT_PATH, json=body)
+        data = self._call("POST", SUBMIT_PATH, priority=SUBMIT, json=body)
         task_id = text(data.get("taskId")) if isinstance(data, dict) else None
         if not task_id:
             raise ServiceUnavailableError(f"the submit answer held no taskId; {MAY_EXIST}", hint="history")
         log.debug("submitted task %s", task_id)
         return task_id
 
-    def record_info(self, task_id: str) -> TaskStatus:
-        """GET record-info for one task, parsed into a `TaskStatus`."""
-        data = self._call("GET", RECORD_INFO_PATH, params={"taskId": task_id}, task_id=task_id)
+    def record_info(self, task_id: str, *, priority: int = POLL) -> TaskStatus:
+        """GET record-info for one task, parsed into a `TaskStatus`; `priority` orders it in the budget."""
+        data = self._call("GET", RECORD_INFO_PATH, params={"taskId": task_id}, task_id=task_id, priority=priority)
         return TaskStatus.from_data(task_id, data)
 
     def credits(self) -> float:
         """The remaining credit balance."""
-        data = self._call("GET", CREDIT_PATH)
+        data = self._call("GET", CREDIT_PATH, priority=SUBMIT)  # a person is waiting for it
         try:
             return float(data)
         except (TypeError, ValueError):
@@ -125,6 +128,8 @@ class Connection:
             except (_RetryableDownload, CorruptImage) as exc:
                 if attempt == attempts:
                     raise DownloadError(f"{exc} (after {attempts} attempts)", task_id=task_id) from None
+                self.retry.pause(attempt, getattr(exc, "retry_after", None))
+                continue
             self.retry.pause(attempt)
         raise AssertionError("unreachable")
 
@@ -135,12 +140,15 @@ class Connection:
             raise AuthenticationError(NO_KEY_MESSAGE)
         return {"Authorization": MaskedHeader(f"Bearer {self._key.reveal()}"), "Accept": "application/json"}
 
-    def _call(self, method: str, path: str, *, task_id: str | None = None, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, task_id: str | None = None, priority: int = POLL, **kwargs: Any) -> Any:
+        """One API call: every attempt passes the request budget; retryable codes (HTTP or JSON) are retried."""
         headers = self._headers()
         url = self.base_url + path
         for attempt in range(1, self.retry.retries + 2):
+            if self.budget is not None and not self.budget.acquire(priority):
+                raise NetworkError("the connection was closed while a request waited for its turn", task_id=task_id)
             try:
-                payload, attempts, retry_after = self._exchange(method, url, headers, task_id, **kwargs)
+                status, payload, retry_after = self._exchange(method, url, headers, task_id, **kwargs)
             except _BrokenAnswer as exc:
                 # urllib3 retries until the headers arrive; an answer that breaks later is ours
                 # to retry, and only for reads: a submit may have created its task.
@@ -148,23 +156,26 @@ class Connection:
                     raise NetworkError(str(exc), task_id=task_id) from None
                 self.retry.pause(attempt)
                 continue
-            code = as_int(payload.get("code"))
+            code = status if status != 200 else (as_int(payload.get("code")) or 500)
             if code == 200:
+                if self.budget is not None:
+                    self.budget.reward()
                 return payload.get("data")
-            code = code or 500
+            if code == 429 and self.budget is not None:
+                self.budget.penalize(retry_after)  # the whole kernel slows down, not just this request
             if code in RETRY_CODES and attempt <= self.retry.retries:
                 # A JSON-coded 429 may carry Retry-After on an HTTP 200.
                 delay = self.retry.delay(attempt, retry_after)
                 log.debug("%s %s answered code %s; retrying in %.1f s", method, path, code, delay)
                 time.sleep(delay)
                 continue
-            raise error_for_code(code, _message(payload), attempts=max(attempt, attempts), task_id=task_id)
+            raise error_for_code(code, _message(payload), attempts=attempt, task_id=task_id)
         raise AssertionError("unreachable")
 
     def _exchange(
         self, method: str, url: str, headers: dict, task_id: str | None, **kwargs: Any
-    ) -> tuple[dict, int, float | None]:
-        """One HTTP exchange (urllib3 retries inside); returns the JSON object, attempt count and Retry-After."""
+    ) -> tuple[int, dict, float | None]:
+        """One HTTP exchange (urllib3 retries connection failures inside): the status, JSON object, Retry-After."""
         submit = method == "POST"
         try:
             response = self._session.request(method, url, headers=headers, timeout=self.timeout, stream=True, **kwargs)
@@ -189,8 +200,6 @@ class Connection:
             raise _BrokenAnswer(f"the connection to {_host(url)} dropped before the answer arrived") from None
         except requests.RequestException as exc:
             raise NetworkError(f"request to {_host(url)} failed: {type(exc).__name__}") from None
-        retries = getattr(response.raw, "retries", None)
-        attempts = len(retries.history) + 1 if retries is not None else 1
         payload = _parse_json(body)
         if payload is None:
             first = body[:200].decode("utf-8", "replace").strip().splitlines()
@@ -201,14 +210,12 @@ class Connection:
             )
             if submit and response.status_code < 300:
                 raise ServiceUnavailableError(f"the submit answer was not JSON ({detail}); {MAY_EXIST}", hint="history")
-            if response.status_code >= 400:
-                raise error_for_code(response.status_code, detail, attempts=attempts, task_id=task_id)
-            raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
-        if response.status_code != 200:  # urllib3 has already retried what was worth retrying
-            raise error_for_code(
-                response.status_code, _message(payload) or response.reason, attempts=attempts, task_id=task_id
-            )
-        return payload, attempts, _retry_after(response.headers.get("Retry-After"))
+            if response.status_code < 400:
+                raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
+            payload = {"msg": detail}  # a proxy's error page: the status decides, the page explains
+        elif response.status_code != 200 and not _message(payload):
+            payload = {**payload, "msg": response.reason}
+        return response.status_code, payload, _retry_after(response.headers.get("Retry-After"))
 
     def _fetch_image(self, url: str, task_id: str | None) -> bytes:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -224,7 +231,10 @@ class Connection:
                         f"the result URL answered {response.status_code}: it has expired or is gone", task_id=task_id
                     )
                 if response.status_code != 200:
-                    raise _RetryableDownload(f"the file host answered HTTP {response.status_code}")
+                    raise _RetryableDownload(
+                        f"the file host answered HTTP {response.status_code}",
+                        _retry_after(response.headers.get("Retry-After")),
+                    )
                 ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype in NOT_IMAGES:
                     raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
@@ -242,7 +252,9 @@ class Connection:
 
 
 class _RetryableDownload(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _Refused(Exception):

@@ -39,17 +39,19 @@ class RetryPolicy:
         time.sleep(self.delay(retry, retry_after))
 
     def for_urllib3(self) -> Retry:
-        """urllib3's retries on the same policy (connection errors, retryable statuses, Retry-After)."""
+        """urllib3's retries on the same policy, for failures below HTTP (refused, reset, DNS).
+
+        Statuses are retried by the connection's own loop, where every attempt passes the
+        kernel's request budget and a 429 slows the whole kernel down.
+        """
         return ApiRetry(
             total=self.retries + 2,
             connect=self.retries,
             read=self.retries,
-            status=self.retries,
+            status=0,
             other=0,
             backoff_max=self.backoff_max,
-            status_forcelist=RETRY_CODES,
             allowed_methods=frozenset({"GET", "POST"}),
-            respect_retry_after_header=True,
             raise_on_status=False,
             raise_on_redirect=False,
             policy=self,

@@ -11,7 +11,9 @@ from traitlets.config import Configurable
 
 from ..core.errors import InvalidRequestError
 from ..core.params import DEFAULT_BASE_URL, PARAMETERS, RESOLUTIONS, Param
+from ..core.schedule import validate_schedule
 from ..core.secret import ApiKey, as_key
+from ..http.budget import DEFAULT_RATE
 from ..session.settings import Settings
 
 ENVIRONMENT = {
@@ -19,7 +21,7 @@ ENVIRONMENT = {
     "base_url": "NANOBANANA_BASE_URL",
     "output_dir": "NANOBANANA_OUTPUT_DIR",
 }
-MIN_POLL_INTERVAL = 0.1
+MAX_RATE = 10_000.0
 
 
 class ApiKeyTrait(TraitType):
@@ -78,9 +80,16 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
     preview_max_px = Int(1024, min=64, help="longest side of the preview embedded in the notebook").tag(config=True)
     preview_format = Enum(["jpeg", "png"], "jpeg", help="format of the embedded preview").tag(config=True)
     short_errors = Bool(True, help="show this package's errors as one line (False: full traceback)").tag(config=True)
-    poll_schedule = List(
-        [[60.0, 1.0], [180.0, 2.0], [1e9, 5.0]],
-        help="[[until_seconds, every_seconds], ...]: how often to ask for a task's status",
+    poll_schedule = Union(
+        [Enum(["auto"]), List()],
+        default_value="auto",
+        help="'auto': polls learned from the finished tasks in output_dir (per resolution); "
+        "[[until_seconds, every_seconds], ...] fixes the cadence",
+    ).tag(config=True)
+    max_requests_per_second = Float(
+        DEFAULT_RATE,
+        help="ceiling on the kernel's API requests (submits, polls, credits) in any one-second window; "
+        "429s slow it down further by themselves",
     ).tag(config=True)
     workers = Int(2, min=1, max=32, help="background threads that poll and download").tag(config=True)
     concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
@@ -111,7 +120,10 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
             output_dir=self.output_dir,
             timeout=self.timeout,
             cache=self.cache,
-            poll_schedule=tuple(tuple(step) for step in self.poll_schedule),
+            poll_schedule=self.poll_schedule
+            if self.poll_schedule == "auto"
+            else tuple(tuple(step) for step in self.poll_schedule),
+            max_requests_per_second=self.max_requests_per_second,
             workers=self.workers,
             concurrency=self.concurrency,
             retries=self.retries,
@@ -127,24 +139,23 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
         return value
 
     @validate("poll_schedule")
-    def _check_schedule(self, proposal: Any) -> list:
+    def _check_schedule(self, proposal: Any) -> Any:
         value = proposal["value"]
-        steps = []
-        for step in value:
-            if (
-                not isinstance(step, (list, tuple))
-                or len(step) != 2
-                or not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in step)
-            ):
-                raise TraitError("poll_schedule takes [[until_seconds, every_seconds], ...], e.g. [[60, 1], [1e9, 5]]")
-            if step[1] < MIN_POLL_INTERVAL:
-                raise TraitError(
-                    f"poll_schedule interval {step[1]:g} s is too short; use {MIN_POLL_INTERVAL} s or more"
-                )
-            steps.append([float(step[0]), float(step[1])])
-        if not steps or any(b[0] <= a[0] for a, b in zip(steps, steps[1:])):
-            raise TraitError("poll_schedule needs at least one step, with until_seconds increasing")
-        return steps
+        if value == "auto":
+            return value
+        try:
+            return [list(step) for step in validate_schedule(value)]
+        except ValueError as exc:
+            raise TraitError(f"{exc}; or 'auto'") from None
+
+    @validate("max_requests_per_second")
+    def _check_rate(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not math.isfinite(value) or not 0.1 <= value <= MAX_RATE:
+            raise TraitError(
+                f"max_requests_per_second {value:g} is not allowed; use 0.1 to {MAX_RATE:g} (default {DEFAULT_RATE:g})"
+            )
+        return value
 
     @validate("credit_costs")
     def _check_costs(self, proposal: Any) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -24,32 +24,23 @@ from ..core.errors import (
     TaskTimeoutError,
     is_transient,
 )
+from ..core.schedule import FixedSchedule, PollSchedule
 from ..core.states import TaskState
 from ..core.status import TaskStatus
+from ..http.budget import poll_priority
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger("nanobanana_magic")
 
-# (until this many seconds after submit, poll this often): frequent at first, then backing off.
-DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (float("inf"), 5.0))
-
 Listener = Callable[["Generation"], None]
-
-
-def poll_delay(age: float, schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE) -> float:
-    """Seconds until the next status request for a task submitted `age` seconds ago."""
-    for until, every in schedule:
-        if age < until:
-            return float(every)
-    return float(schedule[-1][1])
 
 
 class TaskApi(Protocol):
     """What a generation needs of the API (a `Connection` provides it)."""
 
-    def record_info(self, task_id: str) -> TaskStatus: ...
+    def record_info(self, task_id: str, *, priority: int = ...) -> TaskStatus: ...
 
     def download(self, url: str, *, task_id: str | None = None) -> bytes: ...
 
@@ -83,7 +74,7 @@ class TaskRules:
     """How long to wait for what. `timeout` bounds the task; the others bound odd answers."""
 
     timeout: float | None = 600.0
-    schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE
+    schedule: PollSchedule = FixedSchedule()  # noqa: RUF009 - immutable, shared on purpose
     not_found_grace: float = 30.0  # a new task may be unknown to record-info for a while
     anomaly_limit: float = 60.0  # an unknown successFlag or a success without URL, for this long
     max_poll_failures: int = 20  # transient failures in a row (each already retried by the connection)
@@ -261,7 +252,7 @@ class Generation:
             pause = 0.2
             if not self.driven and self._api is not None:
                 self.step()
-                pause = poll_delay(self.elapsed, self.rules.schedule)
+                pause = self.next_poll_in()
             self._ended.wait(pause if remaining is None else min(pause, remaining))
         if self._exception is not None:  # set before the end event, so never read half-ended
             raise self._exception
@@ -342,6 +333,11 @@ class Generation:
 
     # -- driving (poller workers or wait()) --------------------------------
 
+    def next_poll_in(self, age: float | None = None) -> float:
+        """Seconds from `age` (default: now) to the next status request its schedule plans."""
+        age = self.elapsed if age is None else age
+        return max(0.0, self.rules.schedule.next_poll(age, self.polls) - age)
+
     def step(self) -> None:
         """Poll once; when the task succeeded, download and save the image. Concurrent calls skip."""
         with self._lock:
@@ -367,7 +363,8 @@ class Generation:
             return
         self.polls += 1
         try:
-            status = self._api.record_info(self.task_id)  # type: ignore[union-attr]
+            priority = poll_priority(self.rules.schedule.likely_done(self.elapsed))
+            status = self._api.record_info(self.task_id, priority=priority)  # type: ignore[union-attr]
         except NanoBananaError as exc:
             self._poll_failed(exc)
             return

@@ -10,8 +10,6 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .generation import poll_delay
-
 if TYPE_CHECKING:
     from .generation import Generation
 
@@ -37,7 +35,7 @@ class Poller:
     def track(self, generation: Generation, first_poll_in: float | None = None) -> None:
         """Drive `generation` until it ends. The first status request comes after one schedule step."""
         generation.driven = True
-        delay = poll_delay(generation.elapsed, generation.rules.schedule) if first_poll_in is None else first_poll_in
+        delay = generation.next_poll_in() if first_poll_in is None else first_poll_in
         with self._wake:
             if self._stopping:
                 raise RuntimeError("the poller has been stopped")
@@ -106,5 +104,7 @@ class Poller:
                 elif not self._stopping:
                     # Counted from the previous due time, not from when this poll returned:
                     # the polls' own durations must not add up into drift.
-                    delay = poll_delay(generation.elapsed, generation.rules.schedule)
-                    self._schedule_at(generation, max(time.monotonic(), due + delay))
+                    # From the age the poll was due at: the schedule's times are ages since submit.
+                    now = time.monotonic()
+                    age_at_due = generation.elapsed - (now - due)
+                    self._schedule_at(generation, max(now, due + generation.next_poll_in(age_at_due)))

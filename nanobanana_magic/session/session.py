@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError
 from ..core.params import GenerationRequest
+from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule, durations_by_resolution
+from ..http.budget import RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
 from ..runtime.store import RunEntry, Store
@@ -38,11 +40,14 @@ class Session:
         self._connection_key: tuple | None = None
         self._poller: Poller | None = None
         self._store: Store | None = None
-        self._lock = threading.Lock()  # guards creating _connection, _store and _poller
+        self._schedules: dict[tuple[Path, str], tuple[int, PollSchedule]] = {}  # learned, by (dir, resolution)
+        self._lock = threading.Lock()  # guards creating _connection, _store, _poller and _schedules
+        self.budget = RequestBudget(self.settings.max_requests_per_second)  # every API request of the kernel
 
     def update(self, settings: Settings) -> None:
         """Use new settings from now on; parts built from changed ones are rebuilt on next use."""
         self.settings = settings
+        self.budget.rate = settings.max_requests_per_second
 
     # -- parts built on first use (keeps %load_ext fast) ---------------------
 
@@ -62,6 +67,7 @@ class Session:
                     read_timeout=settings.read_timeout,
                     download_timeout=settings.download_timeout,
                     retry=retry,
+                    budget=self.budget,
                 )
                 self._connection_key = settings.connection_key
             return self._connection
@@ -86,13 +92,33 @@ class Session:
         """Stop the threads (on %unload_ext). Pending tasks stay in the run log."""
         if self._poller is not None:
             self._poller.stop()
+        self.budget.close()
         if self._connection is not None:
             self._connection.close()
 
-    def rules(self, timeout: float | None = None) -> TaskRules:
+    def rules(self, timeout: float | None = None, resolution: str = "1K") -> TaskRules:
+        """How a new task of this session is waited for: its timeout and its poll schedule."""
         return TaskRules(
-            timeout=self.settings.timeout if timeout is None else timeout, schedule=self.settings.poll_schedule
+            timeout=self.settings.timeout if timeout is None else timeout, schedule=self.schedule(resolution)
         )
+
+    def schedule(self, resolution: str) -> PollSchedule:
+        """The fixed schedule of the settings, or one learned from `output_dir`'s finished tasks of this
+        resolution (re-planned when the history has grown by a tenth, at most every 10 tasks)."""
+        steps = self.settings.poll_schedule
+        if steps != "auto":
+            return FixedSchedule(steps)  # type: ignore[arg-type]
+        store = self.store
+        history = durations_by_resolution(_duration_records(store.entries())).get(resolution.upper(), [])
+        key = (store.output_dir, resolution.upper())
+        with self._lock:
+            known = self._schedules.get(key)
+            if known is not None and len(history) - known[0] < max(10, known[0] // 10):
+                return known[1]
+        schedule = LearnedSchedule.from_durations(history, FixedSchedule())
+        with self._lock:
+            self._schedules[key] = (len(history), schedule)
+        return schedule
 
     # -- the one way in ------------------------------------------------------
 
@@ -111,7 +137,12 @@ class Session:
         submitted_at = time.time()
         store.record_submit(task_id, body, submitted_at)  # before any polling: a paid task is never lost
         generation = Generation(
-            task_id, body, api=connection, submitted_at=submitted_at, sink=store, rules=self.rules(timeout)
+            task_id,
+            body,
+            api=connection,
+            submitted_at=submitted_at,
+            sink=store,
+            rules=self.rules(timeout, request.resolution),
         )
         self.generations.add(generation)
         self.poller.track(generation)
@@ -165,7 +196,7 @@ class Session:
             api=self.connection,
             sink=store,
             submitted_at=submitted_at,
-            rules=TaskRules(timeout=None, schedule=self.settings.poll_schedule),
+            rules=TaskRules(timeout=None, schedule=self.schedule(str(request.get("resolution") or "1K"))),
         )
         generation.step()
         if entry is None and generation.request:  # known to the API: keep it in this directory's log
@@ -202,6 +233,20 @@ class Session:
             sha256=entry.sha256,
             cached=cached,
         )
+
+
+def _duration_records(entries: Sequence[RunEntry]) -> list[dict[str, Any]]:
+    """Run-log entries as the schedule learner reads them: a task's own duration is `elapsed`."""
+    return [
+        {
+            "status": e.status,
+            "request": e.request,
+            "submitted_t": e.submitted_at,
+            "finished_t": (e.submitted_at or 0) + e.elapsed,
+        }
+        for e in entries
+        if e.status == "succeeded" and e.submitted_at and e.elapsed
+    ]
 
 
 def check_output_dir(path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.params import DEFAULT_BASE_URL
 from ..core.secret import ApiKey, as_key
-from ..runtime.generation import DEFAULT_SCHEDULE
+from ..http.budget import DEFAULT_RATE
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class Settings:
     output_dir: str = "nanobanana_outputs"
     timeout: float = 600.0
     cache: bool = True
-    poll_schedule: Sequence[Sequence[float]] = DEFAULT_SCHEDULE
+    poll_schedule: str | Sequence[Sequence[float]] = "auto"  # "auto": learned from output_dir's history
+    max_requests_per_second: float = DEFAULT_RATE
     workers: int = 2
     concurrency: int = 4
     retries: int = 4
