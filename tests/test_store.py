@@ -13,6 +13,7 @@ from PIL import Image
 from nanobanana_magic.core.images import embed_metadata, image_format, preview_bytes, read_metadata
 from nanobanana_magic.core.states import TaskState
 from nanobanana_magic.runtime.generation import Outcome
+from nanobanana_magic.core.params import request_key
 from nanobanana_magic.runtime.store import Store
 
 
@@ -99,16 +100,30 @@ def test_appends_from_several_processes_never_interleave(tmp_path):
     assert all(json.loads(line)["request"]["prompt"] == "x" * 3000 for line in lines)
 
 
-def test_cache_finds_only_succeeded_requests_whose_file_exists(tmp_path):
+API = "http://127.0.0.1:1"
+
+
+def test_cache_keys_hold_the_api_and_the_canonical_request(tmp_path):
     store = Store(tmp_path)
     body = {"prompt": "a", "resolution": "1K"}
-    store.record_submit("t1", body, 1.0)
+    store.record_submit("t1", body, 1.0, api=API, key=request_key(API, body))
     path, sha256 = _save(store, "t1", _image_bytes("PNG"), body)
     store.record_outcome(_succeeded("t1", path, sha256))
-    assert store.find_cached(dict(reversed(list(body.items())))).task_id == "t1"
-    assert store.find_cached({"prompt": "b", "resolution": "1K"}) is None
-    path.unlink()
-    assert store.find_cached(body) is None
+    assert store.find_cached(request_key(API, dict(reversed(list(body.items()))))).task_id == "t1"
+    assert store.find_cached(request_key(API, {"prompt": "b", "resolution": "1K"})) is None
+    assert store.find_cached(request_key("https://api.nanobananaapi.ai", body)) is None  # another API
+
+
+def test_a_refetch_adds_an_event_and_keeps_the_recorded_outcome(tmp_path):
+    store = Store(tmp_path)
+    store.record_submit("t1", {"prompt": "a"}, 1000.0)
+    path, sha256 = _save(store, "t1", _image_bytes("PNG"))
+    store.record_outcome(Outcome("t1", TaskState.SUCCEEDED, 1003.0, 3.0, path=path, sha256=sha256))
+    again, sha_again = _save(store, "t1", _image_bytes("PNG", (10, 10)))
+    store.record_outcome(Outcome("t1", TaskState.SUCCEEDED, 9999.0, 8999.0, path=again, sha256=sha_again))
+    entry = store.entry("t1")
+    assert (entry.finished_at, entry.elapsed, entry.status) == (1003.0, 3.0, "succeeded")
+    assert entry.file == again.name and entry.sha256 == sha_again and entry.events == ["restored"]
 
 
 def test_a_record_written_after_a_torn_line_is_not_lost(tmp_path):

@@ -9,7 +9,7 @@ request body and the README's option table are all derived from `PARAMETERS`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -284,6 +284,15 @@ class GenerationRequest:
             if k == "prompt" or (v or None) != (BY_NAME[k].default or None)
         )
         return f"GenerationRequest({shown})"
+
+
+def request_key(base_url: str, body: Mapping[str, Any], identities: Sequence[str] | None = None) -> str:
+    """The cache key of a request: the API it goes to and the canonical body, with references
+    named by content identity (`sha256:...`) where known, so a re-signed upload URL still matches."""
+    request = dict(body)
+    if identities is not None:
+        request["imageUrls"] = list(identities)
+    return canonical_json({"api": base_url.rstrip("/"), "request": request})
 
 
 def canonical_json(body: Mapping[str, Any]) -> str:

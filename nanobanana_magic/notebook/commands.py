@@ -130,6 +130,32 @@ def cmd_fetch(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     magics.show(generation, wait=not generation.done and magics.should_wait(args.wait), wait_timeout=None)
 
 
+@command("resume")
+def cmd_resume(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
+    """Attach to every task of the run log still pending (a kernel died, a notebook closed); never submits."""
+    from ..core.hints import with_hint
+
+    generations = magics.session.resume()
+    if not generations:
+        print(f"no pending tasks in {magics.session.store.log_path}")
+        return
+    wait = magics.should_wait(None)
+    print(f"resumed {len(generations)} pending task(s): {' '.join(g.task_id[:12] for g in generations)}")
+    if not magics.bridge.in_kernel:
+        for generation in generations:
+            try:
+                magics.show(generation, wait=wait, wait_timeout=None)
+            except NanoBananaError as exc:
+                print(f"{type(exc).__name__}: {with_hint(exc)}")
+        return
+    for generation in generations:
+        magics.show(generation, wait=False, wait_timeout=None)
+    if wait:
+        for generation in generations:
+            generation.join()
+        magics.settle_background_outputs()
+
+
 @command("history")
 @argument("-n", type=int, default=20, metavar="N", help="show the newest N (default 20; 0 = all)")
 @argument(
@@ -164,7 +190,14 @@ def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
                 thumbs[entry.task_id] = cached_preview(store.file_path(entry), 96, "jpeg", quality=70)
             except (OSError, SyntaxError, ValueError):
                 pass
-    display(history_bundle(entries, str(store.output_dir), paths, thumbs), raw=True)
+    pending = store.pending_entries(younger_than=magics.timeout)
+    untracked = [e for e in pending if e.task_id not in magics.session.generations]
+    note = (
+        f"{len(untracked)} task(s) still pending from another kernel or session: %nanobanana resume attaches to them"
+        if untracked
+        else ""
+    )
+    display(history_bundle(entries, str(store.output_dir), paths, thumbs, note), raw=True)
 
 
 @command("export")

@@ -95,6 +95,7 @@ class Generation:
         rules: TaskRules = TaskRules(),
         submitted_at: float | None = None,
         sink: ResultSink | None = None,
+        duration: float | None = None,
     ) -> None:
         self.task_id = task_id
         self.request = dict(request)
@@ -116,7 +117,7 @@ class Generation:
         self._path: Path | None = None
         self._exception: NanoBananaError | None = None
         self._finished_at: float | None = None
-        self._duration: float | None = None
+        self._duration = duration  # the task's own duration, when the run log already knows it
         self._bytes: bytes | None = None
         self._stepping = False
         self._failures = 0

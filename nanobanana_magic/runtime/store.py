@@ -13,13 +13,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.images import embed_metadata, image_format
-from ..core.params import canonical_json
 from ..core.version import TOOL
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ except ImportError:  # Windows: one O_APPEND write per line is still atomic enou
     fcntl = None  # type: ignore[assignment]
 
 RUN_LOG = "runs.jsonl"
+LOCK_FILE = ".runs.lock"
 
 
 @dataclass
@@ -47,6 +48,12 @@ class RunEntry:
     sha256: str | None = None
     error: str | None = None
     elapsed: float | None = None
+    api: str | None = None  # the base URL it was submitted to
+    key: str | None = None  # the cache key (`params.request_key`)
+    references: list[dict] = field(default_factory=list)  # per reference: source, sha256, url
+    parents: list[str] = field(default_factory=list)  # task ids of the generations used as references
+    metadata: dict = field(default_factory=dict)  # a batch row's other columns (label, split, ...)
+    events: list[str] = field(default_factory=list)  # "restored", ... after the outcome
 
     @property
     def pending(self) -> bool:
@@ -67,6 +74,10 @@ def _apply(entries: dict[str, RunEntry], record: dict) -> None:
     if record.get("event") == "submitted":
         entry.request = record.get("request") or {}
         entry.submitted_at = record.get("t")
+        entry.api, entry.key = record.get("api"), record.get("key")
+        entry.references = list(record.get("references") or [])
+        entry.parents = list(record.get("parents") or [])
+        entry.metadata = dict(record.get("metadata") or {})
     elif record.get("event") == "finished" and entry.pending:
         # History: the first outcome stands; later events only say where the bytes are now.
         entry.status = record.get("status") or entry.status
@@ -75,6 +86,7 @@ def _apply(entries: dict[str, RunEntry], record: dict) -> None:
         entry.error = record.get("error")
         _apply_file(entry, record)
     elif record.get("event") in ("finished", "restored"):
+        entry.events.append(str(record.get("event")))
         _apply_file(entry, record)
 
 
@@ -97,7 +109,8 @@ class Store:
         # The parsed run log, caught up incrementally: a long history costs nothing per cell.
         self._lock = threading.Lock()  # guards the three fields below
         self._entries: dict[str, RunEntry] = {}
-        self._by_body: dict[str, list[str]] = {}  # canonical request body → task ids, oldest first
+        self._by_key: dict[str, list[str]] = {}  # cache key → task ids, oldest first
+        self._decide = threading.Lock()  # the in-process half of `deciding`
         self._read_upto = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file parsed
 
@@ -119,17 +132,39 @@ class Store:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def record_submit(self, task_id: str, request: dict, submitted_at: float) -> None:
-        """The paid-for fact: written before any polling, so the task can always be found."""
-        self.append(
-            {
-                "event": "submitted",
-                "task_id": task_id,
-                "time": _iso(submitted_at),
-                "t": round(submitted_at, 3),
-                "request": request,
-            }
-        )
+    def record_submit(
+        self,
+        task_id: str,
+        request: dict,
+        submitted_at: float,
+        *,
+        api: str | None = None,
+        key: str | None = None,
+        references: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The paid-for fact: written before any polling, so the task can always be found.
+
+        `api` and `key` scope the cache; `references` (source, sha256, url, parent) and `metadata`
+        are provenance. Nothing secret goes in: only the URLs the API itself received.
+        """
+        parents = [str(r["parent"]) for r in references if r.get("parent")]
+        record: dict[str, Any] = {
+            "event": "submitted",
+            "task_id": task_id,
+            "time": _iso(submitted_at),
+            "t": round(submitted_at, 3),
+            "request": request,
+            "api": api,
+            "key": key,
+        }
+        if references:
+            record["references"] = [{k: r.get(k) for k in ("source", "sha256", "url")} for r in references]
+        if parents:
+            record["parents"] = parents
+        if metadata:
+            record["metadata"] = dict(metadata)
+        self.append(record)
 
     def record_outcome(self, outcome: Outcome) -> None:
         """How the task ended (first outcome) or, for a task already ended, where its bytes are now."""
@@ -173,28 +208,63 @@ class Store:
             entry = self._entries.get(task_id)
             return replace(entry) if entry is not None else None
 
-    def find_cached(self, body: dict) -> RunEntry | None:
-        """The newest succeeded entry with this exact body whose file is still here."""
-        key = canonical_json(body)
+    def find_cached(self, key: str) -> RunEntry | None:
+        """The newest succeeded entry with this cache key (file present or not: the caller checks it)."""
         with self._lock:
             self._catch_up()
-            same = (self._entries[t] for t in reversed(self._by_body.get(key, [])))
-            candidates = [e for e in same if e.status == "succeeded" and e.file]
-        for entry in candidates:
-            if self.file_path(entry).is_file():  # a name like ".." must not count
-                return replace(entry)
+            for task_id in reversed(self._by_key.get(key, [])):
+                entry = self._entries[task_id]
+                if entry.status == "succeeded":
+                    return replace(entry)
         return None
+
+    def find_pending(self, key: str, younger_than: float, now: float | None = None) -> RunEntry | None:
+        """The newest task with this cache key that has not ended and was submitted less than
+        `younger_than` seconds ago (by any kernel): a re-run attaches to it instead of paying again."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._catch_up()
+            for task_id in reversed(self._by_key.get(key, [])):
+                entry = self._entries[task_id]
+                if entry.pending and entry.submitted_at and now - entry.submitted_at < younger_than:
+                    return replace(entry)
+        return None
+
+    def pending_entries(self, younger_than: float, now: float | None = None) -> list[RunEntry]:
+        """Every task of the log that has not ended and is younger than `younger_than` seconds, oldest first."""
+        now = time.time() if now is None else now
+        return [e for e in self.entries() if e.pending and e.submitted_at and now - e.submitted_at < younger_than]
+
+    def find_prefix(self, prefix: str) -> list[RunEntry]:
+        """The entries whose task id starts with `prefix` (a status line shows the first 12 characters)."""
+        with self._lock:
+            self._catch_up()
+            return [replace(e) for t, e in self._entries.items() if t.startswith(prefix)]
+
+    @contextmanager
+    def deciding(self) -> Iterator[None]:
+        """Hold the directory's decision lock: whether a request is cached, pending or to be paid
+        for is decided by one kernel (or thread) at a time, so two Run Alls attach to one task."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with self._decide:
+            fd = os.open(self.output_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
 
     def _catch_up(self) -> None:
         """Parse the lines appended since the last call (by any kernel); start over if the file was replaced."""
         try:
             stat = os.stat(self.log_path)
         except FileNotFoundError:
-            self._entries, self._by_body, self._read_upto, self._identity = {}, {}, 0, None
+            self._entries, self._by_key, self._read_upto, self._identity = {}, {}, 0, None
             return
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._read_upto:
-            self._entries, self._by_body, self._read_upto, self._identity = {}, {}, 0, identity
+            self._entries, self._by_key, self._read_upto, self._identity = {}, {}, 0, identity
         if stat.st_size == self._read_upto:
             return
         with open(self.log_path, "rb") as handle:
@@ -206,8 +276,8 @@ class Store:
             if record is None:
                 continue
             _apply(self._entries, record)
-            if record.get("event") == "submitted":
-                ids = self._by_body.setdefault(canonical_json(record.get("request") or {}), [])
+            if record.get("event") == "submitted" and record.get("key"):
+                ids = self._by_key.setdefault(str(record["key"]), [])
                 if record["task_id"] not in ids:
                     ids.append(str(record["task_id"]))
         self._read_upto += complete

@@ -7,14 +7,15 @@ of the output directory, the one poller, and a locked registry of this kernel's 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError
-from ..core.params import GenerationRequest
+from ..core.params import GenerationRequest, request_key
 from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule, durations_by_resolution
 from ..http.budget import RequestBudget
 from ..runtime.generation import Generation, TaskRules
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ..runtime.batch import OnProgress
 
 OnSubmit = Callable[[int, Generation], None]
+TASK_ID = re.compile(r".{1,200}", re.S)  # whatever the service hands out; prefixes are matched in the run log
+FULL_TASK_ID = 16  # shorter than this, an id unknown to the run log is taken for a mistyped prefix
 
 
 class Session:
@@ -122,20 +125,40 @@ class Session:
 
     # -- the one way in ------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, *, force: bool = False, timeout: float | None = None) -> Generation:
-        """A cached generation, or a new task: submitted, logged, then polled in the background."""
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        force: bool = False,
+        timeout: float | None = None,
+        references: Sequence[Any] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        """A checked cache hit, an attached pending task, or a new task: submitted, logged, then polled.
+
+        `references`: the resolved reference images (`references.Reference`) whose URLs the request
+        carries; they are identified by content for the cache and recorded with their sources.
+        `metadata`: a batch row's other columns, kept in the run log.
+        """
         body = request.to_body()
         store = self.store
         check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
-        if self.settings.cache and not force:
-            entry = store.find_cached(body)
-            if entry is not None:
-                return self.generations.add(self._from_entry(entry, store, cached=True))
-        connection = self.connection
-        task_id = connection.submit(request)
-        # The task's clock starts when the service answered: polls are timed from here.
-        submitted_at = time.time()
-        store.record_submit(task_id, body, submitted_at)  # before any polling: a paid task is never lost
+        api = self.settings.base_url.rstrip("/")
+        identities = [f"sha256:{r.sha256}" if r.sha256 else r.url for r in references] if references else None
+        key = request_key(api, body, identities)
+        notice = None
+        with store.deciding():  # one kernel at a time decides: two Run Alls never pay twice
+            if self.settings.cache and not force:
+                found, notice = self._reuse(key, body, store)
+                if found is not None:
+                    return self.generations.add(found)
+            connection = self.connection
+            task_id = connection.submit(request)
+            # The task's clock starts when the service answered: polls are timed from here.
+            submitted_at = time.time()
+            refs = [{"source": r.source, "sha256": r.sha256, "url": r.url, "parent": r.parent} for r in references]
+            # Before any polling: a paid task is never lost.
+            store.record_submit(task_id, body, submitted_at, api=api, key=key, references=refs, metadata=metadata)
         generation = Generation(
             task_id,
             body,
@@ -144,9 +167,81 @@ class Session:
             sink=store,
             rules=self.rules(timeout, request.resolution),
         )
+        generation.notice = notice
+        generation.parents = tuple(r.parent for r in references if r.parent)
         self.generations.add(generation)
         self.poller.track(generation)
         return generation
+
+    def _reuse(self, key: str, body: dict, store: Store) -> tuple[Generation | None, str | None]:
+        """Under the decision lock: a cached result whose file matches its hash, a task still
+        pending (any kernel) to attach to, or None with the reason a cached result was not used."""
+        entry = store.find_cached(key)
+        notice = None
+        if entry is not None:
+            state = file_state(store, entry)
+            if state == "ok":
+                return self._from_entry(entry, store, cached=True), None
+            restored = self._restore(entry, store, state)
+            if restored is not None:
+                return restored, None
+            notice = (
+                f"the saved image of task {entry.task_id} is {state} and the API no longer has it; submitted a new task"
+            )
+        pending = store.find_pending(key, younger_than=self.settings.timeout)
+        if pending is not None:
+            return self.attach(pending), None
+        return None, notice
+
+    def _restore(self, entry: RunEntry, store: Store, state: str) -> Generation | None:
+        """Fetch a cached result again by its task id (record-info, then download; never a submit)."""
+        from ..core.errors import NanoBananaError
+
+        try:
+            status = self.connection.record_info(entry.task_id)
+        except NanoBananaError:
+            return None
+        if status.state.value != "succeeded":
+            return None
+        generation = Generation(
+            entry.task_id,
+            entry.request,
+            api=self.connection,
+            sink=store,
+            submitted_at=entry.submitted_at,
+            duration=entry.elapsed,
+            rules=TaskRules(timeout=None, schedule=self.schedule(_resolution(entry.request))),
+        )
+        generation.cached, generation.first_generated = True, entry.submitted_at
+        generation.notice = f"the saved file was {state}; fetched it again from the API (no new task)"
+        self.poller.track(generation, first_poll_in=0)
+        return generation
+
+    def attach(self, entry: RunEntry) -> Generation:
+        """Follow a task of the run log that is still pending (submitted by this or another kernel)."""
+        known = self.generations.get(entry.task_id)
+        if known is not None and not known.done:
+            known.resumed = True
+            return known
+        generation = Generation(
+            entry.task_id,
+            entry.request,
+            api=self.connection,
+            sink=self.store,
+            submitted_at=entry.submitted_at,
+            rules=self.rules(None, _resolution(entry.request)),
+        )
+        generation.resumed = True
+        generation.parents = tuple(entry.parents)
+        self.generations.add(generation)
+        self.poller.track(generation, first_poll_in=0)
+        return generation
+
+    def resume(self) -> list[Generation]:
+        """Attach to every task of the run log still pending and younger than `timeout`; never submits."""
+        with self.store.deciding():
+            entries = self.store.pending_entries(younger_than=self.settings.timeout)
+        return [self.attach(entry) for entry in entries]
 
     def generate_many(
         self,
@@ -179,29 +274,57 @@ class Session:
         return thread
 
     def fetch(self, task_id: str) -> Generation:
-        """A task's result without submitting: from the saved file, else record-info and download."""
-        task_id = task_id.strip()
-        known = self.generations.get(task_id)
-        if known is not None and known.status == "succeeded":
-            return known
+        """A task's result without submitting: the saved file if it matches its hash, else the API's."""
         store = self.store
+        task_id = self.resolve_task_id(task_id)
+        known = self.generations.get(task_id)
         entry = store.entry(task_id)
-        if entry is not None and entry.file and store.file_path(entry).is_file():
+        if known is not None and known.status == "succeeded" and (entry is None or file_state(store, entry) == "ok"):
+            return known
+        if entry is not None and entry.status == "succeeded" and file_state(store, entry) == "ok":
             return self.generations.add(self._from_entry(entry, store, cached=False))
-        request = entry.request if entry is not None else {}
-        submitted_at = entry.submitted_at if entry and entry.submitted_at else time.time()
+        ended = entry is not None and not entry.pending
         generation = Generation(
             task_id,
-            request,
+            entry.request if entry else {},
             api=self.connection,
             sink=store,
-            submitted_at=submitted_at,
-            rules=TaskRules(timeout=None, schedule=self.schedule(str(request.get("resolution") or "1K"))),
+            submitted_at=entry.submitted_at if entry and entry.submitted_at else time.time(),
+            duration=entry.elapsed if ended and entry else None,  # the run log's times stand
+            rules=TaskRules(
+                timeout=None,
+                not_found_grace=0.0 if entry is None else 30.0,
+                schedule=self.schedule(_resolution(entry.request if entry else {})),
+            ),
         )
         generation.step()
         if entry is None and generation.request:  # known to the API: keep it in this directory's log
-            store.record_submit(task_id, generation.request, generation.submitted_at)
+            api = self.settings.base_url.rstrip("/")
+            store.record_submit(
+                task_id, generation.request, generation.submitted_at, api=api, key=request_key(api, generation.request)
+            )
         return self.generations.add(generation)
+
+    def resolve_task_id(self, text: str) -> str:
+        """A full task id from an id or an unambiguous prefix of one in the run log (status lines show 12)."""
+        from ..core.errors import InvalidRequestError
+
+        text = text.strip()
+        if not TASK_ID.fullmatch(text):
+            raise InvalidRequestError("a task id is 1 to 200 characters; the history lists them", hint="history")
+        matches = self.store.find_prefix(text)
+        if any(e.task_id == text for e in matches):
+            return text
+        if len(matches) == 1:
+            return matches[0].task_id
+        if matches:
+            shown = ", ".join(e.task_id for e in matches[:3])
+            raise InvalidRequestError(
+                f"'{text}' is the start of {len(matches)} task ids ({shown}, ...); give more of it"
+            )
+        if len(text) < FULL_TASK_ID:
+            raise NanoBananaError(f"no task starting with '{text}' in {self.store.log_path}", hint="history")
+        return text  # a whole id from elsewhere: the API may know it
 
     def track(self, generation: Generation) -> None:
         """Keep polling a pending generation in the background (after fetch, say)."""
@@ -222,7 +345,7 @@ class Session:
 
     @staticmethod
     def _from_entry(entry: RunEntry, store: Store, *, cached: bool) -> Generation:
-        return Generation.from_file(
+        generation = Generation.from_file(
             entry.task_id,
             entry.request,
             store.file_path(entry),
@@ -233,6 +356,24 @@ class Session:
             sha256=entry.sha256,
             cached=cached,
         )
+        generation.parents = tuple(entry.parents)
+        return generation
+
+
+def file_state(store: Store, entry: RunEntry) -> str:
+    """ "ok", "missing" or "altered": the saved file of a succeeded entry against its recorded sha256."""
+    import hashlib
+
+    path = store.file_path(entry)
+    if not entry.file or not path.is_file():
+        return "missing"
+    if entry.sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+        return "altered"
+    return "ok"
+
+
+def _resolution(request: Mapping[str, Any]) -> str:
+    return str(request.get("resolution") or "1K")
 
 
 def _duration_records(entries: Sequence[RunEntry]) -> list[dict[str, Any]]:
