@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from nanobanana_magic.core.images import embed_metadata, image_format, preview_bytes, read_metadata
+from nanobanana_magic.core.params import request_key
 from nanobanana_magic.core.states import TaskState
 from nanobanana_magic.runtime.generation import Outcome
-from nanobanana_magic.core.params import request_key
 from nanobanana_magic.runtime.store import Store
 
 
