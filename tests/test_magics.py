@@ -92,10 +92,47 @@ def test_flags_fall_back_to_the_configuration(shell, emulator):
     assert last_body(emulator)["resolution"] == "1K"
 
 
-def test_invalid_config_value_is_refused_with_the_allowed_values(shell, caplog):
-    run(shell, "%config NanoBananaMagics.aspect_ratio = '7:3'")
-    assert "aspect ratio '7:3' is not supported; use one of 1:1" in caplog.text  # IPython logs TraitErrors
+def test_invalid_config_value_fails_its_cell_with_the_allowed_values(shell):
+    result = run(shell, "%config NanoBananaMagics.aspect_ratio = '7:3'")
+    assert isinstance(result.error_in_exec, InvalidRequestError)
+    assert "aspect ratio '7:3' is not supported; use one of 1:1" in str(result.error_in_exec)
     assert magics_of(shell).aspect_ratio == "auto"
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("timeout = -1", "timeout -1 is not allowed; use a number of seconds above 0"),
+        ("timeout = 0", "timeout 0 is not allowed"),
+        ("poll_schedule = [[60, 0]]", "every_s must be at least 0.1 s"),
+        ("credit_costs = {'8K': 'a lot'}", "credit_costs key '8K' is not a resolution; use 1K 2K 4K"),
+        ("credit_costs = {'2K': 'a lot'}", "is not a number of credits"),
+        ("workers = 0", "workers should not be less than 1, not 0"),
+        ("workers = 'x'", "workers must be an int, not the str 'x'"),
+        ("max_requests_per_second = 0", "use 0.1 to"),
+        ("max_credits = -3", "max_credits -3 is not allowed"),
+    ],
+)
+def test_every_bad_setting_fails_its_cell_in_one_line_and_keeps_the_old_value(shell, line, says):
+    name = line.split(" ")[0]
+    before = getattr(magics_of(shell), name)
+    result = run(shell, f"%config NanoBananaMagics.{line}")
+    assert isinstance(result.error_in_exec, InvalidRequestError) and says in str(result.error_in_exec)
+    assert "\n" not in str(result.error_in_exec) and "trait of a" not in str(result.error_in_exec)
+    assert getattr(magics_of(shell), name) == before
+
+
+@pytest.mark.parametrize("flags", ["--timeout -5", "--timeout 0", "-c 0 --sweep resolution=1K,2K"])
+def test_bad_per_cell_values_are_refused_before_anything_is_sent(shell, emulator, flags):
+    result = run(shell, f"%%nanobanana {flags}\na cat")
+    assert isinstance(result.error_in_exec, InvalidRequestError)
+    assert emulator.requests == []
+
+
+def test_a_local_callback_url_is_refused_when_the_api_is_public(shell, emulator):
+    magics_of(shell).base_url = "https://api.nanobananaapi.ai"
+    result = run(shell, "%%nanobanana --callback-url http://localhost:8000/hook\na cat")
+    assert isinstance(result.error_in_exec, InvalidRequestError) and "not reachable" in str(result.error_in_exec)
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def test_sweep_dry_run_lists_requests_count_and_cost(shell, emulator, capsys):
         ("resolution=1K,8K", "resolution '8K' is not supported"),
         ("subject=@missing", "'missing' is not a list"),
         ("novalues=", "--sweep takes NAME=V1,V2"),
-        ("bad-name!=1,2", "nor a variable name"),
+        ("bad-name!=1,2", "nor a variable of the prompt"),
     ],
 )
 def test_bad_sweeps_are_one_line_errors_that_send_nothing(shell, emulator, sweep, message):

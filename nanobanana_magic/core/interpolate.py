@@ -111,3 +111,27 @@ def _evaluate(field: str, namespace: Mapping[str, Any]) -> str:
             f"{{{shown}}} in the prompt is not a Python expression with a valid "
             f"format (':{spec[:20]}' does not fit {type(value).__name__}); {_HINT}"
         ) from None
+
+
+def template_names(template: str) -> set[str]:
+    """The names the template's `{expressions}` read (a sweep axis must be one of them to change the prompt)."""
+    import ast
+
+    names: set[str] = set()
+    i, n = 0, len(template)
+    while i < n:
+        if template.startswith(("{{", "}}"), i):
+            i += 2
+        elif template[i] == "{":
+            end = _closing_brace(template, i)
+            expression = _split_spec(template[i + 1 : end])[0]
+            try:
+                tree = ast.parse(expression.strip(), mode="eval")
+            except SyntaxError:
+                tree = None
+            if tree is not None:
+                names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            i = end + 1
+        else:
+            i += 1
+    return names

@@ -103,6 +103,20 @@ def _clean_optional_url(param: Param, value: Any) -> str | None:
     return url
 
 
+def is_public_url(url: str) -> bool:
+    """False for loopback, private, link-local and local names: a service on the internet never reaches them."""
+    import ipaddress
+
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    if host in ("localhost", "") or host.endswith((".localhost", ".local", ".internal", ".lan")):
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." in host  # a bare name like "myhost" resolves only on the local network
+    return address.is_global
+
+
 @dataclass(frozen=True)
 class Param:
     """One request parameter, described once."""

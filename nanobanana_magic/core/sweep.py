@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import InvalidRequestError
@@ -15,8 +15,14 @@ def _sweep_param(name: str) -> Param | None:
     return BY_NAME.get(name) if name in BY_NAME and name != "prompt" else aliases.get(name)
 
 
-def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
-    """`NAME=V1,V2` or `NAME=@list` → axes; parameter values are validated, others are prompt variables."""
+def parse_sweeps(
+    specs: list[str], namespace: Mapping[str, Any], variables: Collection[str] | None = None
+) -> list[Axis]:
+    """`NAME=V1,V2` or `NAME=@list` → axes; parameter values are validated, others are prompt variables.
+
+    Every axis must change the request: NAME is a parameter or one of the prompt's `{variables}`
+    (`variables`; None: not checked), and no axis is given twice. Nothing is paid for twice.
+    """
     axes: list[Axis] = []
     for spec in specs:
         name, sep, text = spec.partition("=")
@@ -34,11 +40,19 @@ def parse_sweeps(specs: list[str], namespace: Mapping[str, Any]) -> list[Axis]:
         if param is not None:
             name = param.name
             values = [param.clean([v] if param.kind == "urls" else v) for v in values]
-        elif not name.isidentifier():
+        elif name == "prompt":
+            raise InvalidRequestError("--sweep prompt=...: put a {variable} in the prompt and sweep that instead")
+        elif not name.isidentifier() or (variables is not None and name not in variables):
+            shown = ", ".join(f"{{{v}}}" for v in sorted(variables or ())) or "none"
             raise InvalidRequestError(
-                f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) nor a variable name"
+                f"--sweep {name}: not a parameter ({' '.join(p.name for p in PARAMETERS[1:])}) nor a variable "
+                f"of the prompt ({shown}); it would not change the request"
             )
         if not values:
             raise InvalidRequestError(f"--sweep {name} has no values")
+        if any(existing == name for existing, _ in axes):
+            raise InvalidRequestError(f"--sweep {name} is given twice; give its values once: --sweep {name}=A,B,C")
+        if len(set(map(repr, values))) != len(values):
+            raise InvalidRequestError(f"--sweep {name} repeats a value; each value would be paid for twice")
         axes.append((name, values))
     return axes

@@ -118,11 +118,12 @@ def task_status_bundle(status: TaskStatus) -> dict:
     }
 
 
-def dry_run_bundle(request: GenerationRequest, base_url: str, key: ApiKey | None) -> dict:
-    """What would be sent, with the key masked."""
+def dry_run_bundle(request: GenerationRequest, base_url: str, key: ApiKey | None, cost_note: str = "") -> dict:
+    """What would be sent, with the key masked (and what it would cost)."""
     body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
+    cost = f"; {cost_note}" if cost_note else ""
     text = (
-        f"dry run: nothing sent\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
+        f"dry run: nothing sent{cost}\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
         f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}"
     )
     return {"text/plain": text, "text/html": f"<pre style='{MONO}'>{html.escape(text)}</pre>"}
@@ -150,7 +151,7 @@ def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
     return "\n".join(parts)
 
 
-def sweep_dry_run_bundle(combos: list[dict], requests: list[GenerationRequest], costs: Mapping[str, float]) -> dict:
+def sweep_dry_run_bundle(combos: list[dict], requests: list[GenerationRequest], cost_note: str = "") -> dict:
     """The requests a sweep would send, their count and (when prices are known) their cost."""
     rows = []
     for n, (combo, request) in enumerate(zip(combos, requests), 1):
@@ -164,10 +165,7 @@ def sweep_dry_run_bundle(combos: list[dict], requests: list[GenerationRequest], 
                 excerpt(body["prompt"], 50),
             ]
         )
-    total = f"{len(requests)} requests; nothing sent"
-    prices = [costs.get(r.to_body()["resolution"]) for r in requests]
-    if costs and all(p is not None for p in prices):
-        total += f"; they would cost {sum(p or 0 for p in prices):g} credits"
+    total = f"{len(requests)} requests; nothing sent" + (f"; {cost_note}" if cost_note else "")
     headers = ["#", "sweep", "res", "ratio", "prompt"]
     text = "dry run: " + total + "\n" + _table(headers, rows)
     return {

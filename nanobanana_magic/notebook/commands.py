@@ -13,6 +13,7 @@ from IPython.display import display
 
 from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.secret import ApiKey, mask
+from .kernel import stopped_waiting
 
 if TYPE_CHECKING:
     from .magics import NanoBananaMagics
@@ -86,10 +87,14 @@ def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Block until the named (default: all pending) tasks of this kernel end, updating their outputs."""
     waited = magics.session.resolve(args.task_ids)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    for generation in waited:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not generation.join(remaining):
-            break
+    try:
+        for generation in waited:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not generation.join(remaining):
+                break
+    except KeyboardInterrupt:
+        magics.settle_background_outputs()
+        raise stopped_waiting() from None
     magics.settle_background_outputs()
     ended = [g for g in waited if g.done]
     failed = sum(1 for g in ended if g.status != "succeeded")
@@ -197,6 +202,9 @@ def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
         if untracked
         else ""
     )
+    if store.damaged:
+        damaged = f"{store.damaged} damaged line(s) of {store.log_path.name} were skipped"
+        note = f"{note}; {damaged}" if note else damaged
     display(history_bundle(entries, str(store.output_dir), paths, thumbs, note), raw=True)
 
 
@@ -266,7 +274,15 @@ def cmd_login(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Ask for the key with a hidden prompt; kept for this session only."""
     from getpass import getpass
 
-    key = getpass("NanoBanana API key (input hidden): ")
+    from IPython.core.error import StdinNotImplementedError
+
+    try:
+        key = getpass("NanoBanana API key (input hidden): ")
+    except StdinNotImplementedError:
+        raise InvalidRequestError(
+            "%nanobanana login needs a frontend that can ask for input; in a headless run "
+            "set NANOBANANA_API_KEY (or %config NanoBananaMagics.api_key)"
+        ) from None
     if not key.strip():
         raise InvalidRequestError("no key entered; nothing changed")
     magics.api_key = key

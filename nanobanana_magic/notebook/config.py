@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union, validate
@@ -22,6 +23,22 @@ ENVIRONMENT = {
     "output_dir": "NANOBANANA_OUTPUT_DIR",
 }
 MAX_RATE = 10_000.0
+
+
+def one_line(error: TraitError) -> str:
+    """A traitlets refusal in our words: `workers must be an int, not the str 'x'`."""
+    text = " ".join(str(error).split())
+    typed = re.match(r"The '(\w+)' trait of an? \w+ instance expected (.+?), not (.+?)\.?$", text)
+    if typed:
+        return f"{typed.group(1)} must be {typed.group(2)}, not {typed.group(3)}"
+    bounded = re.match(
+        r"The value of the '(\w+)' trait of an? \w+ instance should (not be \w+ than [^,]+), "
+        r"but a value of (.+?) was specified",
+        text,
+    )
+    if bounded:
+        return f"{bounded.group(1)} should {bounded.group(2)}, not {bounded.group(3)}"
+    return text
 
 
 class ApiKeyTrait(TraitType):
@@ -99,11 +116,31 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
     retry_backoff = Float(0.5, min=0.0, help="seconds before the first retry; doubles each time, with jitter").tag(
         config=True
     )
+    max_credits = Float(
+        None,
+        allow_none=True,
+        help="a budget of credits for this kernel from the moment it is set (setting it again starts a new one); "
+        "a submit or sweep that would pass it is refused and nothing is sent",
+    ).tag(config=True)
     credit_costs = Dict(
         {},
         help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
         "dry runs then say what a sweep costs",
     ).tag(config=True)
+
+    def update_config(self, config: Any) -> None:
+        """Apply `%config` / ipython_config values; a refused one is kept as one line in `config_errors`
+        while `%config` runs (the extension's wrapper fails the cell with it), else raised."""
+        try:
+            super().update_config(config)
+        except TraitError as exc:
+            if not self.__dict__.get("collect_config_errors"):
+                raise
+            self.config_errors.append(one_line(exc))
+
+    @property
+    def config_errors(self) -> list[str]:
+        return self.__dict__.setdefault("_config_errors", [])
 
     def apply_environment(self) -> None:
         """Precedence: defaults < ipython_config < environment < %config < flags."""
@@ -155,6 +192,16 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
             raise TraitError(
                 f"max_requests_per_second {value:g} is not allowed; use 0.1 to {MAX_RATE:g} (default {DEFAULT_RATE:g})"
             )
+        return value
+
+    @validate("max_credits")
+    def _check_max_credits(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise TraitError(f"max_credits {value:g} is not allowed; use a number of credits (0 or more) or None")
+        # Validation runs on every assignment, a change or not: each one starts a new budget.
+        if "session" in self.__dict__:
+            self.session.spending.start(value)
         return value
 
     @validate("credit_costs")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.errors import NanoBananaError
+from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.hints import with_hint
+from .kernel import WaitInterrupted
 
 _state: dict[str, Any] = {}
 
@@ -22,7 +23,8 @@ def load(shell: Any) -> None:
     # every exception that is not ours.
     previous = (tuple(getattr(shell, "custom_exceptions", ()) or ()), getattr(shell, "CustomTB", None))
     _state.update(shell=shell, magics=magics, previous=previous)
-    shell.set_custom_exc((NanoBananaError, *previous[0]), _short_error)
+    shell.set_custom_exc((NanoBananaError, WaitInterrupted, *previous[0]), _short_error)
+    _wrap_config_magic(shell, magics)
 
 
 def unload(shell: Any) -> None:
@@ -30,6 +32,9 @@ def unload(shell: Any) -> None:
     if magics is None:
         return
     magics.close()
+    config_magic = _state.get("config_magic")
+    if config_magic is not None:
+        shell.magics_manager.magics["line"]["config"] = config_magic
     exceptions, handler = _state.get("previous", ((), None))
     if exceptions and handler is not None:
         shell.custom_exceptions, shell.CustomTB = exceptions, handler
@@ -40,6 +45,34 @@ def unload(shell: Any) -> None:
     if magics in shell.configurables:
         shell.configurables.remove(magics)
     _state.clear()
+
+
+def _wrap_config_magic(shell: Any, magics: Any) -> None:
+    """`%config NanoBananaMagics.x = bad` fails its cell with our one-line message.
+
+    IPython's `%config` logs a configurable's TraitError (`ERROR:root:...`) and the cell
+    succeeds, so a typo in a papermill run would silently keep the old value. The traits
+    note the refusal (`config_errors`); this wrapper raises it once `%config` returns.
+    """
+    registered = shell.magics_manager.magics["line"].get("config")
+    original = shell.find_line_magic("config")  # loads IPython's lazy %config: the bound magic itself
+    if registered is None or getattr(original, "__self__", None) is None:
+        return
+    _state["config_magic"] = original
+
+    def config(line: str = "") -> Any:
+        magics.config_errors.clear()
+        magics.collect_config_errors = True
+        try:
+            result = original(line)
+        finally:
+            magics.collect_config_errors = False
+        if magics.config_errors:
+            raise InvalidRequestError(magics.config_errors[0])
+        return result
+
+    config.__doc__ = original.__doc__
+    shell.magics_manager.magics["line"]["config"] = config
 
 
 def loaded_magics() -> Any:
@@ -58,6 +91,10 @@ def loaded_magics() -> Any:
 
 def _short_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
     """`ErrorName: message`, one line, no stack trace; the cell still fails."""
+    if isinstance(value, WaitInterrupted):
+        line = f"\x1b[0;31mKeyboardInterrupt\x1b[0m: {value}"
+        shell._showtraceback(KeyboardInterrupt, str(value), [line])  # reported as what it is
+        return [line]
     if not isinstance(value, NanoBananaError):
         exceptions, handler = _state.get("previous", ((), None))
         if handler is not None and isinstance(value, exceptions):

@@ -7,6 +7,16 @@ import threading
 from typing import Any
 
 
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C or a kernel interrupt stopped a wait; the task goes on. Shown as one line, like our errors."""
+
+
+def stopped_waiting() -> WaitInterrupted:
+    from ..core.hints import hint_text
+
+    return WaitInterrupted(f"stopped waiting; {hint_text('stopped')}")
+
+
 class KernelBridge:
     """Knows the latest cell's parent message so worker threads can update earlier cells' outputs.
 

@@ -17,7 +17,7 @@ from ..core.errors import InvalidRequestError
 from ..core.params import PARAMETERS, GenerationRequest, Param
 from ..session.session import Session
 from .config import SettingsTraits
-from .kernel import KernelBridge
+from .kernel import KernelBridge, stopped_waiting
 
 # render, tables, batch, live, interpolate and the commands load on first use: %load_ext only registers.
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         super().__init__(shell=shell, **kwargs)
         self.apply_environment()
         self.session = Session(self.settings())
+        self.session.spending.start(self.max_credits)
         self.bridge = KernelBridge(shell)
         self.emulator: Any = None  # the EmulatorProcess `%nanobanana emulator start` made
         self.before_emulator: tuple | None = None
@@ -137,7 +138,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         if args.dry_run:
             from ..core.tables import dry_run_bundle
 
-            display(dry_run_bundle(request, self.base_url, self.api_key), raw=True)
+            display(dry_run_bundle(request, self.base_url, self.api_key, self.session.cost_note([request])), raw=True)
             return
         generation = self.session.submit(request, force=args.force, timeout=args.timeout)
         if args.out:
@@ -167,17 +168,19 @@ class NanoBananaMagics(Magics, SettingsTraits):
 
     def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
         """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
+        from ..core.interpolate import template_names
         from ..core.render import combinations
         from ..core.sweep import parse_sweeps
         from ..core.tables import sweep_dry_run_bundle
         from .live import LiveGrid, SweepCells
         from .progress import Progress
 
-        axes = parse_sweeps(args.sweep, self.user_ns)
+        variables = set() if args.raw else template_names(cell.strip())
+        axes = parse_sweeps(args.sweep, self.user_ns, variables)
         combos = combinations(axes)
         requests = [self.build_request(args, cell, combo) for combo in combos]
         if args.dry_run:
-            display(sweep_dry_run_bundle(combos, requests, dict(self.credit_costs)), raw=True)
+            display(sweep_dry_run_bundle(combos, requests, self.session.cost_note(requests)), raw=True)
             return
         cells = SweepCells(axes, len(requests))
         bound: list[Generation | None] = [None] * len(requests)
@@ -201,6 +204,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
             on_progress=progress.update,
         )
         if live is not None and not self.should_wait(args.wait):
+            self.session.check_budget(requests, force=args.force)  # here: a sweep's own thread has no cell to fail
             self.session.start_many(requests, **options)
             return
         try:
@@ -243,7 +247,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
         except KeyboardInterrupt:
             live.stopped_waiting()
             self._keep_unsettled(live)
-            raise
+            raise stopped_waiting() from None
         finally:
             live.settle(republish=False)
 
@@ -260,7 +264,6 @@ class NanoBananaMagics(Magics, SettingsTraits):
             self.unsettled.remove(live)
 
     def _show_in_terminal(self, generation: Generation, wait_timeout: float | None) -> None:
-        from ..core.hints import hint_text
         from ..core.render import caption_lines, status_text
         from .live import generation_bundle
 
@@ -270,8 +273,8 @@ class NanoBananaMagics(Magics, SettingsTraits):
                 print("\r" + status_text(generation), end="", flush=True)
                 generation.join(0.5)
         except KeyboardInterrupt:
-            print(f"\nstopped waiting; {hint_text('stopped')}")
-            raise
+            print()  # end the status line
+            raise stopped_waiting() from None
         print("\r" + " " * 100 + "\r", end="")
         if generation.status == "succeeded":
             text = generation_bundle(generation, 64, "jpeg")[0]["text/plain"]

@@ -9,6 +9,7 @@ written with a single `write` under an exclusive `flock`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -29,6 +30,8 @@ try:
     import fcntl
 except ImportError:  # Windows: one O_APPEND write per line is still atomic enough there
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("nanobanana_magic")
 
 RUN_LOG = "runs.jsonl"
 LOCK_FILE = ".runs.lock"
@@ -113,6 +116,7 @@ class Store:
         self._decide = threading.Lock()  # the in-process half of `deciding`
         self._read_upto = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file parsed
+        self.damaged = 0  # lines of the run log that could not be read
 
     # -- run log -----------------------------------------------------------
 
@@ -264,7 +268,7 @@ class Store:
             return
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._read_upto:
-            self._entries, self._by_key, self._read_upto, self._identity = {}, {}, 0, identity
+            self._entries, self._by_key, self._read_upto, self._identity, self.damaged = {}, {}, 0, identity, 0
         if stat.st_size == self._read_upto:
             return
         with open(self.log_path, "rb") as handle:
@@ -274,6 +278,9 @@ class Store:
         for line in chunk[:complete].splitlines():
             record = _parse_line(line)
             if record is None:
+                if line.strip():
+                    self.damaged += 1  # a writer died mid-line, or someone edited the file
+                    log.warning("%s: skipped a damaged line (%d so far)", self.log_path, self.damaged)
                 continue
             _apply(self._entries, record)
             if record.get("event") == "submitted" and record.get("key"):

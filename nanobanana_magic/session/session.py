@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError
-from ..core.params import GenerationRequest, request_key
+from ..core.params import GenerationRequest, is_public_url, request_key
 from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule, durations_by_resolution
 from ..http.budget import RequestBudget
 from ..runtime.generation import Generation, TaskRules
@@ -22,6 +22,7 @@ from ..runtime.poller import Poller
 from ..runtime.store import RunEntry, Store
 from .registry import Registry
 from .settings import Settings
+from .spending import Prices, Spending
 
 if TYPE_CHECKING:
     from ..http.connection import Connection
@@ -43,6 +44,7 @@ class Session:
         self._schedules: dict[tuple[Path, str], tuple[int, PollSchedule]] = {}  # learned, by (dir, resolution)
         self._lock = threading.Lock()  # guards creating _connection, _store, _poller and _schedules
         self.budget = RequestBudget(self.settings.max_requests_per_second)  # every API request of the kernel
+        self.spending = Spending()  # the max_credits budget
 
     def update(self, settings: Settings) -> None:
         """Use new settings from now on; parts built from changed ones are rebuilt on next use."""
@@ -98,6 +100,7 @@ class Session:
 
     def rules(self, timeout: float | None = None, resolution: str = "1K") -> TaskRules:
         """How a new task of this session is waited for: its timeout and its poll schedule."""
+        check_timeout(timeout)
         return TaskRules(
             timeout=self.settings.timeout if timeout is None else timeout, schedule=self.schedule(resolution)
         )
@@ -138,6 +141,8 @@ class Session:
         `metadata`: a batch row's other columns, kept in the run log.
         """
         body = request.to_body()
+        check_timeout(timeout)  # before paying: a task given up at once is money lost
+        check_callback(request.callback_url, self.settings.base_url)
         store = self.store
         check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
         api = self.settings.base_url.rstrip("/")
@@ -150,12 +155,20 @@ class Session:
                 if found is not None:
                     return self.generations.add(found)
             connection = self.connection
+            prices = self.prices
+            cost = prices.cost(request.resolution)
+            self.spending.check([cost], f"this {request.resolution} task")
+            learn = self.spending.cap is not None and prices.needs_learning(request.resolution)
+            before = connection.credits() if learn else None
             task_id = connection.submit(request)
             # The task's clock starts when the service answered: polls are timed from here.
             submitted_at = time.time()
             refs = [{"source": r.source, "sha256": r.sha256, "url": r.url, "parent": r.parent} for r in references]
             # Before any polling: a paid task is never lost.
             store.record_submit(task_id, body, submitted_at, api=api, key=key, references=refs, metadata=metadata)
+            if before is not None:
+                cost = self._learn_price(prices, request.resolution, before) or cost
+            self.spending.charge(cost)
         generation = Generation(
             task_id,
             body,
@@ -169,6 +182,46 @@ class Session:
         self.generations.add(generation)
         self.poller.track(generation)
         return generation
+
+    @property
+    def prices(self) -> Prices:
+        """Task prices: `credit_costs`, else what this output_dir learned from the balance."""
+        return Prices(self.settings.credit_costs, self.store.output_dir)
+
+    def _learn_price(self, prices: Prices, resolution: str, before: float) -> float | None:
+        from ..core.errors import NanoBananaError
+
+        try:
+            return prices.learn(resolution, before, self.connection.credits())
+        except NanoBananaError:  # the task is paid and logged; the price is learned another time
+            return None
+
+    def paid_costs(self, requests: Sequence[GenerationRequest]) -> list[float | None]:
+        """The price of each request that would be paid for (not a cache hit, not a pending task)."""
+        store, api, prices = self.store, self.settings.base_url.rstrip("/"), self.prices
+        costs = []
+        for request in requests:
+            key = request_key(api, request.to_body())
+            if self.settings.cache and (store.find_cached(key) or store.find_pending(key, self.settings.timeout)):
+                continue
+            costs.append(prices.cost(request.resolution))
+        return costs
+
+    def check_budget(self, requests: Sequence[GenerationRequest], *, force: bool = False) -> None:
+        """`BudgetExceededError` before anything is sent when a batch or sweep would pass `max_credits`."""
+        if self.spending.cap is None:
+            return
+        costs = [self.prices.cost(r.resolution) for r in requests] if force else self.paid_costs(requests)
+        self.spending.check(costs, f"these {len(requests)} tasks")
+
+    def cost_note(self, requests: Sequence[GenerationRequest]) -> str:
+        """What the requests would cost and what would be left of the budget, for dry runs."""
+        costs = self.paid_costs(requests)
+        if not costs:
+            return "all answered from the cache or pending tasks: no credits"
+        if all(c is None for c in costs) and self.spending.cap is None:
+            return "price unknown (set credit_costs, or max_credits to learn it)"
+        return self.spending.summary(costs)
 
     def _reuse(self, key: str, body: dict, store: Store) -> tuple[Generation | None, str | None]:
         """Under the decision lock: a cached result whose file matches its hash, a task still
@@ -253,9 +306,15 @@ class Session:
         """A batch through this session (cache, run log, poller); Generations in input order."""
         from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
 
+        items = as_requests(requests)
+        if concurrency is not None and concurrency < 1:
+            from ..core.errors import InvalidRequestError
+
+            raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
+        self.check_budget(items, force=force)
         submit = submit_or_record_failure(lambda request: self.submit(request, force=force, timeout=timeout))
         return run_batch(
-            as_requests(requests),
+            items,
             submit,
             concurrency=concurrency or self.settings.concurrency,
             on_submit=on_submit,
@@ -383,6 +442,27 @@ def _duration_records(entries: Sequence[RunEntry]) -> list[dict[str, Any]]:
         for e in entries
         if e.status == "succeeded" and e.submitted_at and e.elapsed
     ]
+
+
+def check_callback(callback_url: str | None, base_url: str) -> None:
+    """A callback URL must be one the API can reach: public, unless the API itself is local (the emulator)."""
+    if callback_url and not is_public_url(callback_url) and is_public_url(base_url):
+        from ..core.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            f"callback URL '{callback_url[:80]}' is not reachable from the internet, so the service cannot POST "
+            "to it; leave it out (polling runs anyway) or give a public URL"
+        )
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A per-task timeout must be a positive number of seconds."""
+    import math
+
+    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
+        from ..core.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"timeout {timeout:g} is not allowed; use a number of seconds above 0 (default 600)")
 
 
 def check_output_dir(path: Path) -> None:
