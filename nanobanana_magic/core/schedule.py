@@ -24,7 +24,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 MIN_EVERY = 0.1  # the smallest interval a user may configure (INTERFACE.md)
@@ -240,6 +239,8 @@ def _record_duration(record: Mapping[str, Any]) -> float | None:
         return float(end) - float(start)  # type: ignore[arg-type]
     created, completed = record.get("created"), record.get("completed")
     if isinstance(created, str) and isinstance(completed, str):
+        from datetime import datetime  # on first use, not at %load_ext
+
         try:
             delta = datetime.strptime(completed.strip(), _SERVICE_TIME) - datetime.strptime(
                 created.strip(), _SERVICE_TIME

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .states import FLAGS, TaskState
@@ -80,6 +79,8 @@ def parse_service_time(value: str | None) -> float | None:
     """Epoch seconds of the service's "YYYY-MM-DD HH:MM:SS" (local time of the service), or None."""
     if not value:
         return None
+    from datetime import datetime  # ~1 ms: on first use, not at %load_ext
+
     for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
         try:
             return datetime.strptime(value.strip()[:26], pattern).timestamp()
