@@ -19,6 +19,7 @@ HINTS: dict[str, str] = {
     "output_dir": "set %config NanoBananaMagics.output_dir = '...' or NANOBANANA_OUTPUT_DIR",
     "upload": "set %config NanoBananaMagics.upload_to = 's3://bucket/prefix' (or NANOBANANA_UPLOAD_TO)",
     "stopped": "the task is still running: %nanobanana history, %nanobanana wait",
+    "settings": "Settings: %config NanoBananaMagics (key via NANOBANANA_API_KEY or %nanobanana login).",
 }
 
 

@@ -129,7 +129,7 @@ def dry_run_bundle(request: GenerationRequest, base_url: str, key: ApiKey | None
     return {"text/plain": text, "text/html": f"<pre style='{MONO}'>{html.escape(text)}</pre>"}
 
 
-def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
+def help_text(cell_usage: str, commands: Mapping[str, Callable], footer: str = "") -> str:
     parts = [
         "nanobanana-magic: images from the NanoBanana API in a notebook.",
         "",
@@ -147,7 +147,7 @@ def help_text(cell_usage: str, commands: Mapping[str, Callable]) -> str:
         parts.append(f"  {usage}")
         if doc:
             parts.append(f"      {doc.splitlines()[0]}")
-    parts += ["", "Settings: %config NanoBananaMagics (key via NANOBANANA_API_KEY or %nanobanana login)."]
+    parts += ["", footer] if footer else []
     return "\n".join(parts)
 
 

@@ -58,13 +58,14 @@ def _wants_help(rest: str) -> bool:
 @argument("topic", nargs="?", metavar="COMMAND", help="one command to explain (default: all)")
 def cmd_help(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Usage of every command and option, or of one command."""
+    from ..core.hints import hint_text
     from ..core.tables import help_text
 
     if args.topic in (None, "cell", "%%nanobanana"):
         if args.topic:
             print(magics.nanobanana_cell.parser.format_help())
             return
-        print(help_text(magics.nanobanana_cell.parser.format_help(), COMMANDS))
+        print(help_text(magics.nanobanana_cell.parser.format_help(), COMMANDS, hint_text("settings")))
         return
     handler = COMMANDS.get(args.topic)
     if handler is None:
