@@ -16,6 +16,7 @@ One cell submits every task with `%%nanobanana --no-wait`, then a trivial cell r
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import threading
@@ -55,10 +56,13 @@ class Variant:
     schedule: Any  # "auto" or [[until_s, every_s], ...]
     rate: float  # max_requests_per_second
     service_limit: int | None  # the emulator's rate limit
+    output_format: str = "png"  # the product's default
 
 
 BEFORE = Variant("before", OLD_SCHEDULE, 10_000.0, None)
 AFTER = Variant("after", "auto", float(BUDGET), BUDGET)
+#: As "after", with JPEG results (the real API's result URLs end in .jpeg): a small JPEG is its own preview.
+AFTER_JPEG = Variant("after, JPEG results", "auto", float(BUDGET), BUDGET, "jpg")
 
 
 @dataclass
@@ -75,6 +79,7 @@ class RunFigures:
     cpu_per_task: float  # net of what the kernel spends meanwhile with nothing pending (the trivial cells)
     cpu_raw_per_task: float
     idle_rate: float  # CPU seconds per second of the kernel with no task pending, the trivial cells running
+    thread_cpu: dict[str, float]  # CPU seconds per task, by kind of thread
     rss_growth_mb: float
     trivial: list[float]
     failed: int
@@ -100,7 +105,8 @@ def _configure(kernel: Kernel, variant: Variant, output_dir: Path) -> None:
     kernel.run(
         f"%config NanoBananaMagics.output_dir = {str(output_dir)!r}\n"
         f"%config NanoBananaMagics.poll_schedule = {variant.schedule!r}\n"
-        f"%config NanoBananaMagics.max_requests_per_second = {variant.rate!r}"
+        f"%config NanoBananaMagics.max_requests_per_second = {variant.rate!r}\n"
+        f"%config NanoBananaMagics.output_format = {variant.output_format!r}"
     )
 
 
@@ -125,9 +131,10 @@ def run_one(emulator: EmulatorHost, root: Path, size: int, variant: Variant, out
         idle_rate = _idle_cpu_rate(kernel)
         pid = kernel.km.provisioner.process.pid  # type: ignore[union-attr]
         rss_before = _rss_mb(pid)
+        threads_before = _thread_cpu(kernel, pid)
         cpu_before = kernel.cpu_seconds()
         started = time.time()
-        cell = kernel.execute(SUBMIT_CELL.format(n=size, tag=f"{variant.name}-{size}"), timeout=600)
+        cell = kernel.execute(SUBMIT_CELL.format(n=size, tag=f"{variant.name.replace(',', '')}-{size}"), timeout=600)
         submit_seconds = time.time() - started
         ids = cell.task_ids
         trivial = []
@@ -137,6 +144,7 @@ def run_one(emulator: EmulatorHost, root: Path, size: int, variant: Variant, out
             _pause(TRIVIAL_GAP)
         cpu = kernel.cpu_seconds() - cpu_before
         busy = time.time() - started
+        threads_after = _thread_cpu(kernel, pid)
         kernel.run("gc.collect()")
         rss_after = _rss_mb(pid)
         facts = emulator.tasks()
@@ -165,6 +173,9 @@ def run_one(emulator: EmulatorHost, root: Path, size: int, variant: Variant, out
         cpu_per_task=max(cpu - idle_rate * busy, 0.0) / size,
         cpu_raw_per_task=cpu / size,
         idle_rate=idle_rate,
+        thread_cpu={
+            name: (threads_after.get(name, 0.0) - threads_before.get(name, 0.0)) / size for name in threads_after
+        },
         rss_growth_mb=rss_after - rss_before,
         trivial=trivial,
         failed=(size - len(ids)) + sum(1 for t in ids if kernel.ended.get(t, (0, "missing"))[1] != "succeeded"),
@@ -173,6 +184,41 @@ def run_one(emulator: EmulatorHost, root: Path, size: int, variant: Variant, out
         cell_errors=0 if cell.status == "ok" else 1,
         history=history,
     )
+
+
+THREADS_CELL = """\
+import threading as _t, json as _j
+print(_j.dumps({str(t.native_id): t.name for t in _t.enumerate()}))
+"""
+
+
+def _thread_cpu(kernel: Kernel, pid: int) -> dict[str, float]:
+    """CPU seconds so far of the kernel's threads, summed by kind: the cells' (main) thread, the
+    poller's workers and scheduler, the kernel's IOPub thread, and the rest."""
+    import os
+
+    names = json.loads(kernel.run(THREADS_CELL).stdout)
+    totals: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(tid, "")
+        kind = (
+            "main (cells)"
+            if tid == str(pid)
+            else "poller workers"
+            if name.startswith("nanobanana-worker")
+            else "poller scheduler"
+            if name.startswith("nanobanana-scheduler")
+            else "IOPub"
+            if "iopub" in name.lower() or "IOPub" in name
+            else "other"
+        )
+        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def _idle_cpu_rate(kernel: Kernel, seconds: float = 3.0) -> float:
@@ -186,8 +232,6 @@ def _idle_cpu_rate(kernel: Kernel, seconds: float = 3.0) -> float:
 
 def _history(output_dir: Path) -> int:
     """Finished tasks already in the run log of `output_dir` (what "auto" learns from)."""
-    import json
-
     log = output_dir / "runs.jsonl"
     if not log.exists():
         return 0
@@ -200,7 +244,7 @@ def _history(output_dir: Path) -> int:
 
 def _row(fig: RunFigures) -> Row:
     label = f"{fig.size:,} tasks, {fig.variant}"
-    if fig.variant == "after":
+    if fig.variant.startswith("after"):
         label += f" ({BUDGET}/s, history {fig.history})"
     lag = f"lag p50 {sec(median(fig.lags))} / p95 {sec(p95(fig.lags))}"
     measured = (
@@ -210,7 +254,7 @@ def _row(fig: RunFigures) -> Row:
         f"RSS +{fig.rss_growth_mb:.0f} MB; trivial cell p50 {ms(median(fig.trivial))} / p95 {ms(p95(fig.trivial))}; "
         f"failed {fig.failed}; 429s sent {fig.answered_429}"
     )
-    if fig.size < 1000 or fig.variant != "after":
+    if fig.size < 1000 or not fig.variant.startswith("after"):
         return Row(label, measured, runs="1 run")
     misses = _misses(fig)
     return Row(
@@ -258,6 +302,7 @@ def _notes(figures: list[RunFigures]) -> list[str]:
         notes.append(
             f"{fig.size:,} {fig.variant}: submitting took {sec(fig.submit_seconds)}; of the lag, detection "
             f"(end → the status request that saw it) p50 {sec(median(fig.detect))} / p95 {sec(p95(fig.detect))}; "
+            f"CPU per task by thread: {', '.join(f'{k} {ms(v)}' for k, v in sorted(fig.thread_cpu.items()))}; "
             f"429s sent by the emulator {fig.answered_429} ({fig.rate_limited} by its rate limit), none reached "
             f"a cell: failed tasks {fig.failed}, failed cells {fig.cell_errors}."
             if fig.failed == 0 and fig.cell_errors == 0
@@ -267,7 +312,7 @@ def _notes(figures: list[RunFigures]) -> list[str]:
     return notes
 
 
-def run(sizes: tuple[int, ...] = (50, 200, 1000)) -> Section:
+def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) -> Section:
     section = Section("Many tasks in one kernel (before / after the budget and the learned schedule)")
     figures: list[RunFigures] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -277,7 +322,7 @@ def run(sizes: tuple[int, ...] = (50, 200, 1000)) -> Section:
         ) as emulator:
             for size in sizes:
                 output_dir = root / f"out-{size}"
-                for variant in (BEFORE, AFTER):
+                for variant in (BEFORE, AFTER, AFTER_JPEG) if size == jpeg_size else (BEFORE, AFTER):
                     started = time.monotonic()
                     fig = run_one(emulator, root, size, variant, output_dir)
                     figures.append(fig)

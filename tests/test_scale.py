@@ -18,7 +18,6 @@ from nanobanana_magic.core.params import GenerationRequest
 from nanobanana_magic.emulator.records import API_PHASES
 from nanobanana_magic.session.session import Session
 
-
 #: How much later than its start a request may be logged by the in-process emulator (measured: up to ~30 ms).
 TRANSIT = 0.1
 
