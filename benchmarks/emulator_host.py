@@ -13,6 +13,7 @@ whereas the emulator draws each result on download (about 1 s of CPU per 4K PNG 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -26,10 +27,25 @@ ROOT = Path(__file__).resolve().parents[1]
 class EmulatorHost:
     """A child process serving the emulator; `url`, `latency`, `tasks()`, `stop()`."""
 
-    def __init__(self, *, latency: float, api_key: str, shared_render: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        latency: float,
+        api_key: str,
+        shared_render: bool = False,
+        durations: str = "fixed",
+        median: float | None = None,
+        sigma: float | None = None,
+        seed: int = 1234,
+    ) -> None:
         command = [sys.executable, __file__, "--latency", str(latency), "--api-key", api_key]
         if shared_render:
             command.append("--shared-render")
+        command += ["--durations", durations, "--seed", str(seed)]
+        if median is not None:
+            command += ["--median", str(median)]
+        if sigma is not None:
+            command += ["--sigma", str(sigma)]
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT
         )
@@ -53,6 +69,22 @@ class EmulatorHost:
     def set_latency(self, seconds: float) -> None:
         """Latency of the tasks submitted from now on."""
         self.call("latency", seconds=seconds)
+
+    def set_rate_limit(self, per_second: int | None) -> None:
+        """API requests admitted per sliding second from now on (None: no limit); more get 429."""
+        self.call("rate_limit", per_second=per_second)
+
+    def stats(self) -> dict[str, Any]:
+        """The emulator's counters (`Emulator.stats`) since start or the last reset."""
+        return self.call("stats")
+
+    def draw_durations(self, drawn: bool) -> None:
+        """True: tasks from now on get durations from the --durations model; False: `latency`."""
+        self.call("durations", drawn=drawn)
+
+    def reset(self) -> None:
+        """Forget tasks, requests and counters; restart the duration draws from their seed."""
+        self.call("reset")
 
     def tasks(self) -> dict[str, dict[str, Any]]:
         """Per task: created, done_at (time.time()), polls (times of its status requests), downloads."""
@@ -121,8 +153,22 @@ def main() -> int:
     parser.add_argument("--latency", type=float, required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--shared-render", action="store_true")
+    parser.add_argument("--durations", default="fixed")
+    parser.add_argument("--median", type=float)
+    parser.add_argument("--sigma", type=float, default=0.35)
+    parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
-    emulator = Emulator(latency=args.latency, api_key=args.api_key, credits=10**9).start()
+    medians = {res: args.median for res in ("1K", "2K", "4K")} if args.median else None
+    emulator = Emulator(
+        latency=args.latency,
+        api_key=args.api_key,
+        credits=10**9,
+        durations=args.durations,
+        medians=medians,
+        sigma=args.sigma,
+        duration_seed=args.seed,
+    ).start()
+    model = emulator.durations  # kept while a warm-up switches it off
     if args.shared_render:
         _share_renders(emulator)
     print(emulator.base_url, flush=True)
@@ -130,6 +176,9 @@ def main() -> int:
         "latency": lambda seconds: setattr(emulator, "latency", seconds),
         "tasks": lambda: _task_facts(emulator),
         "reset": lambda: emulator.reset(),
+        "rate_limit": lambda per_second: setattr(emulator, "rate_limit", per_second),
+        "stats": lambda: dataclasses.asdict(emulator.stats),
+        "durations": lambda drawn: setattr(emulator._service.store, "durations", model if drawn else None),
     }
     try:
         for line in sys.stdin:

@@ -16,7 +16,6 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 from emulator_host import EmulatorHost
 from report import Row, Section, median
@@ -49,13 +48,13 @@ def child(base_url: str, output_dir: str, count: int) -> dict:
     """Runs in the fresh process; returns the RSS figures (MB) and the laziness checks."""
     sys.path.insert(0, str(ROOT))
     from nanobanana_magic.core.params import GenerationRequest
+    from nanobanana_magic.core.secret import as_key
     from nanobanana_magic.session.session import Session
+    from nanobanana_magic.session.settings import Settings
 
     figures = {"start": _status_mb("VmRSS")}
-    settings = SimpleNamespace(
-        api_key=KEY, base_url=base_url, output_dir=output_dir, timeout=600.0, cache=True, poll_schedule=None, workers=2
-    )  # the product defaults (None: the default schedule)
-    session = Session(settings)
+    # The product defaults (poll_schedule "auto", the default budget) apart from where to talk and write.
+    session = Session(Settings(api_key=as_key(KEY), base_url=base_url, output_dir=output_dir))
     warm = session.submit(GenerationRequest(prompt="warm-up", resolution="4K")).wait()
     warm.image.size  # noqa: B018  (Pillow's decoders loaded once, as in any session)
     gc.collect()

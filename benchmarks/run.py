@@ -6,8 +6,11 @@
 
 Modules: load_ext.py (fresh IPython processes), kernel_bench.py (kernel hold, lag, 50
 concurrent tasks, in one jupyter_client kernel), notebook_size.py (nbclient, with
-kernel_figures.py as a cross-check), memory.py (fresh processes with a Session). The emulator
-always runs in a child process (emulator_host.py), never inside what is measured.
+kernel_figures.py as a cross-check), memory.py (fresh processes with a Session),
+result_cpu.py (the CPU of one finished result, before and after, in fresh processes),
+scale.py (50, 200 and 1,000 tasks in one kernel, before and after the request budget and
+the learned schedule). The emulator always runs in a child process (emulator_host.py), never
+inside what is measured.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import kernel_bench  # noqa: E402
 import load_ext  # noqa: E402
 import memory  # noqa: E402
 import notebook_size  # noqa: E402
+import result_cpu  # noqa: E402
+import scale  # noqa: E402
 from report import Section, load_average, machine, render  # noqa: E402
 
-FULL = {"load_ext": 9, "kernels": 5, "hold": 20, "lag": 10, "concurrent": 5, "notebook": 5, "memory": 5}
-QUICK = {"load_ext": 3, "kernels": 1, "hold": 5, "lag": 3, "concurrent": 1, "notebook": 2, "memory": 1}
-BENCHMARKS = ("load_ext", "kernel", "notebook", "memory")
+FULL = {"load_ext": 9, "kernels": 5, "hold": 20, "lag": 10, "concurrent": 5, "notebook": 5, "memory": 5, "results": 20}
+QUICK = {"load_ext": 3, "kernels": 1, "hold": 5, "lag": 3, "concurrent": 1, "notebook": 2, "memory": 1, "results": 5}
+SCALE_SIZES = {"full": (50, 200, 1000), "quick": (50,)}
+BENCHMARKS = ("load_ext", "kernel", "notebook", "memory", "results", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +78,10 @@ def _run(args: argparse.Namespace, chosen: list[str], counts: dict[str, int]) ->
         "kernel": lambda: kernel_bench.run(counts["hold"], counts["lag"], counts["concurrent"]),
         "notebook": lambda: [notebook_size.run(counts["notebook"])],
         "memory": lambda: [memory.run(counts["memory"])],
+        "results": lambda: [result_cpu.run(counts["results"])],
+        "scale": lambda: [
+            scale.run(SCALE_SIZES["quick" if args.quick else "full"], jpeg_size=None if args.quick else 1000)
+        ],
     }
     for name in BENCHMARKS:
         if name not in chosen:
@@ -90,7 +100,8 @@ def _run(args: argparse.Namespace, chosen: list[str], counts: dict[str, int]) ->
     preamble = [
         "Every figure is measured in this run, against the bundled emulator running in its own process, "
         "with real processes: fresh `python` processes with IPython for `%load_ext`, real ipykernel kernels "
-        "(jupyter_client, nbclient) for everything shown in a notebook, fresh processes for memory. "
+        "(jupyter_client, nbclient) for everything shown in a notebook, fresh processes for memory and for "
+        "the CPU of one result. "
         "Medians over the runs given in the last column; p95 interpolated between ranks. Child processes "
         "keep compiled bytecode (a fresh PYTHONPYCACHEPREFIX, filled by warm-up runs), as an installed package has.",
     ]

@@ -25,22 +25,66 @@ def image_format(data: bytes) -> str:
     return "bin"
 
 
+#: A JPEG already within `max_px` and no larger than this is its own preview (nothing decoded):
+#: about twice the size of a 1024 px preview at quality 85, so the notebook stays small.
+PASSTHROUGH_MAX_BYTES = 256 * 1024
+
+
 def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
-    """A copy no larger than `max_px` on its longest side, encoded as JPEG or PNG."""
+    """A copy no larger than `max_px` on its longest side, encoded as JPEG or PNG.
+
+    Decodes as little as it can: a small JPEG that already fits is used as it is (comments
+    dropped), a large JPEG is decoded at a reduced scale (`draft`), anything else once.
+    """
     from PIL import Image
 
     with Image.open(BytesIO(data)) as image:
+        wants_jpeg = fmt.lower() in ("jpeg", "jpg")
+        if wants_jpeg and _fits_as_is(image, len(data), max_px):
+            return _without_comments(data)
         if image.format == "JPEG":
             image.draft("RGB", (max_px, max_px))  # decode at reduced scale: much faster for 4K
-        image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+        # reducing_gap 1: shrink by the largest whole factor first (a box average, as good as any
+        # filter at a whole factor and several times faster on 16 megapixels), then Lanczos the rest.
+        image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS, reducing_gap=1.0)
+        # Pillow copies an image read from a file object before saving it to another one (both are
+        # named "", so it cannot tell them apart): naming the source saves copying every pixel.
+        image.filename = "<preview source>"
         out = BytesIO()
-        if fmt.lower() in ("jpeg", "jpg"):
+        if wants_jpeg:
             if image.mode not in ("RGB", "L"):
                 image = _flatten(image)
             image.save(out, "JPEG", quality=quality)  # optimize=True costs a quarter more CPU for 4% fewer bytes
         else:
             image.save(out, "PNG", optimize=False, compress_level=6)
         return out.getvalue()
+
+
+def _fits_as_is(image: Any, size: int, max_px: int) -> bool:
+    return (
+        image.format == "JPEG"
+        and image.mode in ("RGB", "L")
+        and max(image.size) <= max_px
+        and size <= PASSTHROUGH_MAX_BYTES
+    )
+
+
+def _without_comments(data: bytes) -> bytes:
+    """A JPEG without its comment (COM) segments, such as the metadata `embed_metadata` adds.
+
+    Only the segments before the scan are walked; anything unexpected leaves the bytes as they are.
+    """
+    kept, pos = [data[:2]], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan: the rest is entropy-coded data
+            kept.append(data[pos:])
+            return b"".join(kept)
+        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if marker != 0xFE:
+            kept.append(data[pos:end])
+        pos = end
+    return data
 
 
 def _flatten(image: Any) -> Any:

@@ -119,6 +119,7 @@ class Generation:
         self._finished_at: float | None = None
         self._duration = duration  # the task's own duration, when the run log already knows it
         self._bytes: bytes | None = None
+        self._fresh: bytes | None = None  # the bytes just saved, held only while the end's listeners run
         self._stepping = False
         self._failures = 0
         self._seen = False  # record-info has answered for this task at least once
@@ -276,6 +277,9 @@ class Generation:
             return None
         if self._path is None:
             return preview_bytes(self._bytes, max_px, fmt, quality) if self._bytes else None
+        fresh = self._fresh
+        if fresh is not None:  # just downloaded, checked, hashed and saved: no need to read and hash it again
+            return cached_preview(self._path, max_px, fmt, quality, data=fresh)
         self.data  # noqa: B018 - the hash check: an altered file is never shown
         return cached_preview(self._path, max_px, fmt, quality)
 
@@ -425,8 +429,12 @@ class Generation:
                 )
                 self._claim_end(TaskState.FAILED, error, duration)
             else:
-                self._claim_end(TaskState.SUCCEEDED, None, duration)
-        self._after_end(record=True)
+                if self._claim_end(TaskState.SUCCEEDED, None, duration):
+                    self._fresh = data
+        try:
+            self._after_end(record=True)  # the cell's listener makes its preview from `_fresh`
+        finally:
+            self._fresh = None  # never kept: a thousand results must not hold a thousand images
 
     def _odd_answer(self, anomaly: str) -> None:
         now = time.monotonic()

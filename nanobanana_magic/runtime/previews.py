@@ -8,10 +8,14 @@ from pathlib import Path
 from ..core.images import preview_bytes
 
 
-def cached_preview(path: str | Path, max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
+def cached_preview(
+    path: str | Path, max_px: int, fmt: str = "jpeg", quality: int = 85, *, data: bytes | None = None
+) -> bytes:
     """`preview_bytes` of a saved file, kept under `.previews/`: decoding a 4K file once is enough.
 
     A re-run answered from the cache then shows its image without decoding 16 megapixels again.
+    `data`: the image's bytes when the caller already holds them (a result just saved), so the
+    file is not read again.
     """
     source = Path(path)
     ext = "png" if fmt.lower() == "png" else "jpg"
@@ -21,7 +25,7 @@ def cached_preview(path: str | Path, max_px: int, fmt: str = "jpeg", quality: in
             return cache.read_bytes()
     except OSError:
         pass
-    data = preview_bytes(source.read_bytes(), max_px, fmt, quality)
+    data = preview_bytes(source.read_bytes() if data is None else data, max_px, fmt, quality)
     try:
         cache.parent.mkdir(exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")

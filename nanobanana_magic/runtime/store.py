@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.images import embed_metadata, image_format
+from ..core.schedule import NEWEST_DURATIONS
 from ..core.version import TOOL
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Store:
         self._lock = threading.Lock()  # guards the three fields below
         self._entries: dict[str, RunEntry] = {}
         self._by_key: dict[str, list[str]] = {}  # cache key → task ids, oldest first
+        self._durations: dict[str, list[float]] = {}  # resolution → succeeded tasks' durations, in finish order
         self._decide = threading.Lock()  # the in-process half of `deciding`
         self._read_upto = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file parsed
@@ -265,10 +267,12 @@ class Store:
             stat = os.stat(self.log_path)
         except FileNotFoundError:
             self._entries, self._by_key, self._read_upto, self._identity = {}, {}, 0, None
+            self._durations = {}
             return
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._read_upto:
             self._entries, self._by_key, self._read_upto, self._identity, self.damaged = {}, {}, 0, identity, 0
+            self._durations = {}
         if stat.st_size == self._read_upto:
             return
         with open(self.log_path, "rb") as handle:
@@ -282,12 +286,34 @@ class Store:
                     self.damaged += 1  # a writer died mid-line, or someone edited the file
                     log.warning("%s: skipped a damaged line (%d so far)", self.log_path, self.damaged)
                 continue
+            known = self._entries.get(str(record["task_id"]))
+            ends = record.get("event") == "finished" and (known is None or known.pending)
             _apply(self._entries, record)
+            if ends:
+                self._note_duration(self._entries[str(record["task_id"])])
             if record.get("event") == "submitted" and record.get("key"):
                 ids = self._by_key.setdefault(str(record["key"]), [])
                 if record["task_id"] not in ids:
                     ids.append(str(record["task_id"]))
         self._read_upto += complete
+
+    def _note_duration(self, entry: RunEntry) -> None:
+        """Under the lock: a task's first outcome, kept for `durations` when it succeeded and says how long it took."""
+        elapsed, resolution = entry.elapsed, entry.request.get("resolution")
+        if entry.status != "succeeded" or not entry.submitted_at or not isinstance(resolution, str):
+            return
+        if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and 0 < elapsed < float("inf"):
+            self._durations.setdefault(resolution.strip().upper(), []).append(float(elapsed))
+
+    def durations(self, resolution: str, newest: int = NEWEST_DURATIONS) -> list[float]:
+        """Seconds the newest `newest` succeeded tasks of `resolution` took (their `elapsed`), oldest first.
+
+        Kept up to date as the run log is read, so asking before every submit costs nothing
+        however long the history (the poll schedule is learned from it).
+        """
+        with self._lock:
+            self._catch_up()
+            return self._durations.get(resolution.strip().upper(), [])[-newest:]
 
     def file_path(self, entry: RunEntry) -> Path:
         return self.output_dir / Path(entry.file or "").name

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NanoBananaError
 from ..core.params import GenerationRequest, is_public_url, request_key
-from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule, durations_by_resolution
+from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule
 from ..http.budget import RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
@@ -112,7 +112,7 @@ class Session:
         if steps != "auto":
             return FixedSchedule(steps)  # type: ignore[arg-type]
         store = self.store
-        history = durations_by_resolution(_duration_records(store.entries())).get(resolution.upper(), [])
+        history = store.durations(resolution)  # kept by the store as the run log grows: cheap per submit
         key = (store.output_dir, resolution.upper())
         with self._lock:
             known = self._schedules.get(key)
@@ -428,20 +428,6 @@ def file_state(store: Store, entry: RunEntry) -> str:
 
 def _resolution(request: Mapping[str, Any]) -> str:
     return str(request.get("resolution") or "1K")
-
-
-def _duration_records(entries: Sequence[RunEntry]) -> list[dict[str, Any]]:
-    """Run-log entries as the schedule learner reads them: a task's own duration is `elapsed`."""
-    return [
-        {
-            "status": e.status,
-            "request": e.request,
-            "submitted_t": e.submitted_at,
-            "finished_t": (e.submitted_at or 0) + e.elapsed,
-        }
-        for e in entries
-        if e.status == "succeeded" and e.submitted_at and e.elapsed
-    ]
 
 
 def check_callback(callback_url: str | None, base_url: str) -> None:

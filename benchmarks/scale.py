@@ -1,0 +1,332 @@
+"""Many tasks in one kernel: 50, 200 and 1,000 at once, before and after the request budget.
+
+Each run is a fresh ipykernel (jupyter_client) with the product's defaults apart from what the
+variant sets; the API emulator runs in its own process with lognormal durations (median 20 s,
+sigma 0.25, the same seeded draws for every run of a size).
+
+- "before": the old fixed schedule [[60, 1], [180, 2], [1e9, 5]] and no budget to speak of
+  (max_requests_per_second 10,000): what main did before the budget and the learned schedule.
+- "after": poll_schedule "auto" with history (the before run's finished tasks of the same
+  size, in the same output_dir) and a budget of 400 requests per second; the emulator's own
+  rate limit is set at the budget too, so every request over it would be answered 429.
+
+One cell submits every task with `%%nanobanana --no-wait`, then a trivial cell runs every
+100 ms until the frontend has received every result.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emulator_host import EmulatorHost
+from kernel_driver import Kernel
+from kernel_helpers import kernel_environment
+from report import Row, Section, median, ms, p95, sec
+
+KEY = "emulator-benchmark-key"  # the emulator's own key: not a secret
+MEDIAN, SIGMA, SEED = 20.0, 0.25, 20261201
+BUDGET = 400
+OLD_SCHEDULE = [[60, 1], [180, 2], [1e9, 5]]
+TRIVIAL_GAP = 0.1
+
+# Targets for 1,000 tasks (issue 14).
+MAX_POLLS, LAG_P50, LAG_P95, CPU_PER_TASK, RSS_GROWTH = 8.0, 1.0, 3.0, 0.012, 150.0
+
+SETUP = """\
+%load_ext nanobanana_magic
+import gc
+"""
+
+SUBMIT_CELL = """\
+for _i in range({n}):
+    get_ipython().run_cell_magic("nanobanana", "--no-wait", f"scale {tag} {{_i}}")
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    schedule: Any  # "auto" or [[until_s, every_s], ...]
+    rate: float  # max_requests_per_second
+    service_limit: int | None  # the emulator's rate limit
+    output_format: str = "png"  # the product's default
+
+
+BEFORE = Variant("before", OLD_SCHEDULE, 10_000.0, None)
+AFTER = Variant("after", "auto", float(BUDGET), BUDGET)
+#: As "after", with JPEG results (the real API's result URLs end in .jpeg): a small JPEG is its own preview.
+AFTER_JPEG = Variant("after, JPEG results", "auto", float(BUDGET), BUDGET, "jpg")
+
+
+@dataclass
+class RunFigures:
+    size: int
+    variant: str
+    polls_per_task: float
+    peak_rps: int
+    lags: list[float]
+    detect: list[float]
+    wall: float
+    longest: float
+    submit_seconds: float
+    cpu_per_task: float  # net of what the kernel spends meanwhile with nothing pending (the trivial cells)
+    cpu_raw_per_task: float
+    idle_rate: float  # CPU seconds per second of the kernel with no task pending, the trivial cells running
+    thread_cpu: dict[str, float]  # CPU seconds per task, by kind of thread
+    rss_growth_mb: float
+    trivial: list[float]
+    failed: int
+    answered_429: int
+    rate_limited: int
+    cell_errors: int
+    history: int
+
+
+def _pause(seconds: float) -> None:
+    threading.Event().wait(seconds)
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _configure(kernel: Kernel, variant: Variant, output_dir: Path) -> None:
+    kernel.run(
+        f"%config NanoBananaMagics.output_dir = {str(output_dir)!r}\n"
+        f"%config NanoBananaMagics.poll_schedule = {variant.schedule!r}\n"
+        f"%config NanoBananaMagics.max_requests_per_second = {variant.rate!r}\n"
+        f"%config NanoBananaMagics.output_format = {variant.output_format!r}"
+    )
+
+
+def run_one(emulator: EmulatorHost, root: Path, size: int, variant: Variant, output_dir: Path) -> RunFigures:
+    """One fresh kernel, `size` tasks submitted at once, measured until the last result is shown."""
+    emulator.reset()
+    emulator.set_rate_limit(None)
+    history = _history(output_dir)
+    env = kernel_environment(emulator.url, root / "unused", KEY)
+    with Kernel(root, env) as kernel:
+        kernel.run(SETUP)
+        # Warm-up in another directory, with a short fixed latency: imports, Pillow's codecs,
+        # the HTTP pool and the poller's threads exist before anything is measured.
+        emulator.draw_durations(False)
+        _configure(kernel, variant, root / f"warm-up-{size}-{variant.name}")
+        kernel.run("%%nanobanana --wait\nwarm-up")
+        _configure(kernel, variant, output_dir)
+        emulator.draw_durations(True)
+        emulator.reset()
+        emulator.set_rate_limit(variant.service_limit)
+        kernel.run("gc.collect()")
+        idle_rate = _idle_cpu_rate(kernel)
+        pid = kernel.km.provisioner.process.pid  # type: ignore[union-attr]
+        rss_before = _rss_mb(pid)
+        threads_before = _thread_cpu(kernel, pid)
+        cpu_before = kernel.cpu_seconds()
+        started = time.time()
+        cell = kernel.execute(SUBMIT_CELL.format(n=size, tag=f"{variant.name.replace(',', '')}-{size}"), timeout=600)
+        submit_seconds = time.time() - started
+        ids = cell.task_ids
+        trivial = []
+        deadline = time.monotonic() + 600
+        while not all(t in kernel.ended for t in ids) and time.monotonic() < deadline:
+            trivial.append(kernel.run("_x = 1").seconds)
+            _pause(TRIVIAL_GAP)
+        cpu = kernel.cpu_seconds() - cpu_before
+        busy = time.time() - started
+        threads_after = _thread_cpu(kernel, pid)
+        kernel.run("gc.collect()")
+        rss_after = _rss_mb(pid)
+        facts = emulator.tasks()
+        stats = emulator.stats()
+    shown = [kernel.ended[t] for t in ids if t in kernel.ended]
+    lags, detect = [], []
+    for task_id in ids:
+        fact = facts[task_id]
+        if task_id not in kernel.ended or fact["done_at"] is None:
+            continue
+        done = fact["done_at"]
+        seen = min((p for p in fact["polls"] if p >= done), default=kernel.ended[task_id][0])
+        lags.append(kernel.ended[task_id][0] - done)
+        detect.append(seen - done)
+    durations = [facts[t]["done_at"] - facts[t]["created"] for t in ids]
+    return RunFigures(
+        size=size,
+        variant=variant.name,
+        polls_per_task=statistics.fmean(len(facts[t]["polls"]) for t in ids),
+        peak_rps=stats["peak_requests_per_second"],
+        lags=lags,
+        detect=detect,
+        wall=max(arrived for arrived, _ in shown) - started if shown else float("nan"),
+        longest=max(durations),
+        submit_seconds=submit_seconds,
+        cpu_per_task=max(cpu - idle_rate * busy, 0.0) / size,
+        cpu_raw_per_task=cpu / size,
+        idle_rate=idle_rate,
+        thread_cpu={
+            name: (threads_after.get(name, 0.0) - threads_before.get(name, 0.0)) / size for name in threads_after
+        },
+        rss_growth_mb=rss_after - rss_before,
+        trivial=trivial,
+        failed=(size - len(ids)) + sum(1 for t in ids if kernel.ended.get(t, (0, "missing"))[1] != "succeeded"),
+        answered_429=stats["answered_429"],
+        rate_limited=stats["rate_limited"],
+        cell_errors=0 if cell.status == "ok" else 1,
+        history=history,
+    )
+
+
+THREADS_CELL = """\
+import threading as _t, json as _j
+print(_j.dumps({str(t.native_id): t.name for t in _t.enumerate()}))
+"""
+
+
+def _thread_cpu(kernel: Kernel, pid: int) -> dict[str, float]:
+    """CPU seconds so far of the kernel's threads, summed by kind: the cells' (main) thread, the
+    poller's workers and scheduler, the kernel's IOPub thread, and the rest."""
+    import os
+
+    names = json.loads(kernel.run(THREADS_CELL).stdout)
+    totals: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(tid, "")
+        kind = (
+            "main (cells)"
+            if tid == str(pid)
+            else "poller workers"
+            if name.startswith("nanobanana-worker")
+            else "poller scheduler"
+            if name.startswith("nanobanana-scheduler")
+            else "IOPub"
+            if "iopub" in name.lower() or "IOPub" in name
+            else "other"
+        )
+        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+def _idle_cpu_rate(kernel: Kernel, seconds: float = 3.0) -> float:
+    """The kernel's CPU per second with nothing pending and a trivial cell every TRIVIAL_GAP."""
+    cpu, started = kernel.cpu_seconds(), time.monotonic()
+    while time.monotonic() - started < seconds:
+        kernel.run("_x = 1")
+        _pause(TRIVIAL_GAP)
+    return (kernel.cpu_seconds() - cpu) / (time.monotonic() - started)
+
+
+def _history(output_dir: Path) -> int:
+    """Finished tasks already in the run log of `output_dir` (what "auto" learns from)."""
+    log = output_dir / "runs.jsonl"
+    if not log.exists():
+        return 0
+    lines = log.read_text(encoding="utf-8").splitlines()
+    return sum(1 for line in lines if line.strip() and json.loads(line).get("status") == "succeeded")
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+def _row(fig: RunFigures) -> Row:
+    label = f"{fig.size:,} tasks, {fig.variant}"
+    if fig.variant.startswith("after"):
+        label += f" ({BUDGET}/s, history {fig.history})"
+    lag = f"lag p50 {sec(median(fig.lags))} / p95 {sec(p95(fig.lags))}"
+    measured = (
+        f"{fig.polls_per_task:.1f} status req/task; peak {fig.peak_rps}/s; {lag}; wall/longest "
+        f"{fig.wall / fig.longest:.2f} ({sec(fig.wall)} / {sec(fig.longest)}); CPU {ms(fig.cpu_per_task)}/task "
+        f"({ms(fig.cpu_raw_per_task)} with the trivial cells); "
+        f"RSS +{fig.rss_growth_mb:.0f} MB; trivial cell p50 {ms(median(fig.trivial))} / p95 {ms(p95(fig.trivial))}; "
+        f"failed {fig.failed}; 429s sent {fig.answered_429}"
+    )
+    if fig.size < 1000 or not fig.variant.startswith("after"):
+        return Row(label, measured, runs="1 run")
+    misses = _misses(fig)
+    return Row(
+        label,
+        measured,
+        f"≤ {MAX_POLLS:g} req/task, peak ≤ {BUDGET}/s, lag p50 ≤ {LAG_P50:g} s / p95 ≤ {LAG_P95:g} s, "
+        f"CPU ≤ {ms(CPU_PER_TASK)}/task, RSS ≤ {RSS_GROWTH:g} MB, 0 failed, no 429 to the user",
+        not misses,
+        "; ".join(misses) if misses else "every target",
+        "1 run",
+    )
+
+
+def _misses(fig: RunFigures) -> list[str]:
+    checks = [
+        (fig.polls_per_task <= MAX_POLLS, f"{fig.polls_per_task - MAX_POLLS:+.1f} req/task"),
+        (fig.peak_rps <= BUDGET, f"peak +{fig.peak_rps - BUDGET}/s"),
+        (median(fig.lags) <= LAG_P50, f"lag p50 +{median(fig.lags) - LAG_P50:.2f} s"),
+        (p95(fig.lags) <= LAG_P95, f"lag p95 +{p95(fig.lags) - LAG_P95:.2f} s"),
+        (fig.cpu_per_task <= CPU_PER_TASK, f"CPU +{ms(fig.cpu_per_task - CPU_PER_TASK)}/task"),
+        (fig.rss_growth_mb <= RSS_GROWTH, f"RSS +{fig.rss_growth_mb - RSS_GROWTH:.0f} MB"),
+        (fig.failed == 0 and fig.cell_errors == 0, f"{fig.failed} failed"),
+    ]
+    return [why for ok, why in checks if not ok]
+
+
+def _notes(figures: list[RunFigures]) -> list[str]:
+    notes = [
+        f"Emulator in its own process, lognormal durations (median {MEDIAN:g} s, sigma {SIGMA:g}, seed {SEED}: the "
+        "same draws in every run of a size), one pre-drawn 1K PNG served for every task. A fresh kernel per run, "
+        "warmed up by one task in another directory. 'before' = poll_schedule [[60, 1], [180, 2], [1e9, 5]] and "
+        "max_requests_per_second 10,000; 'after' = poll_schedule 'auto' learning from the before run's finished "
+        f"tasks in the same output_dir, max_requests_per_second {BUDGET}, and the emulator's rate limit at "
+        f"{BUDGET} per sliding second (any request over it is answered 429 with Retry-After).",
+        "Status requests per task and the peak (the most API requests, submits included, the emulator received "
+        "in any one second) come from the emulator's request log. Lag = the result's `update_display_data` at "
+        "the frontend − the task's end at the emulator. Wall = the submit cell's execute_request → the last "
+        "result at the frontend; longest = the longest task's duration at the emulator. CPU = the kernel "
+        "process's user + system time from the submit cell to the last result, per task (submits, polls, "
+        "downloads, saves, previews, publishing, the trivial cells). RSS growth = VmRSS after the last result "
+        "and a `gc.collect()` − before the submit cell. Trivial cell = `_x = 1`, execute_request → "
+        f"execute_reply, every {ms(TRIVIAL_GAP)} while tasks are pending.",
+    ]
+    for fig in figures:
+        notes.append(
+            f"{fig.size:,} {fig.variant}: submitting took {sec(fig.submit_seconds)}; of the lag, detection "
+            f"(end → the status request that saw it) p50 {sec(median(fig.detect))} / p95 {sec(p95(fig.detect))}; "
+            f"CPU per task by thread: {', '.join(f'{k} {ms(v)}' for k, v in sorted(fig.thread_cpu.items()))}; "
+            f"429s sent by the emulator {fig.answered_429} ({fig.rate_limited} by its rate limit), none reached "
+            f"a cell: failed tasks {fig.failed}, failed cells {fig.cell_errors}."
+            if fig.failed == 0 and fig.cell_errors == 0
+            else f"{fig.size:,} {fig.variant}: {fig.failed} tasks did not succeed, {fig.cell_errors} cells failed, "
+            f"429s sent {fig.answered_429}."
+        )
+    return notes
+
+
+def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) -> Section:
+    section = Section("Many tasks in one kernel (before / after the budget and the learned schedule)")
+    figures: list[RunFigures] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        root = Path(tmp)
+        with EmulatorHost(
+            latency=0.3, api_key=KEY, shared_render=True, durations="lognormal", median=MEDIAN, sigma=SIGMA, seed=SEED
+        ) as emulator:
+            for size in sizes:
+                output_dir = root / f"out-{size}"
+                for variant in (BEFORE, AFTER, AFTER_JPEG) if size == jpeg_size else (BEFORE, AFTER):
+                    started = time.monotonic()
+                    fig = run_one(emulator, root, size, variant, output_dir)
+                    figures.append(fig)
+                    print(f"  {size} {variant.name}: {time.monotonic() - started:.0f} s", flush=True)
+    section.rows.extend(_row(fig) for fig in figures)
+    section.notes.extend(_notes(figures))
+    return section
