@@ -449,21 +449,28 @@ for step in (banana, peeled, served):
 import io
 
 from IPython.display import Image as ShowImage
+from PIL import ImageFont
 
 
-def chain_picture(steps, labels, height=300):
-    # The results side by side, left to right, with what each step added.
+def chain_picture(steps, labels, height=320):
+    # The results left to right, an arrow between each, what each step added underneath.
     thumbs = [step.image.convert("RGB") for step in steps]
     thumbs = [t.resize((round(t.width * height / t.height), height)) for t in thumbs]
-    gap, caption = 60, 36
-    canvas = Image.new("RGB", (sum(t.width for t in thumbs) + gap * (len(thumbs) + 1), height + caption + 2 * 20), "white")
+    gap, margin, caption = 70, 24, 44
+    width = sum(t.width for t in thumbs) + gap * (len(thumbs) - 1) + 2 * margin
+    canvas = Image.new("RGB", (width, height + caption + 2 * margin), "white")
     draw = ImageDraw.Draw(canvas)
-    x = gap
+    try:
+        font = ImageFont.load_default(size=18)
+    except TypeError:  # Pillow before 10.1
+        font = ImageFont.load_default()
+    x, middle = margin, margin + height // 2
     for n, (thumb, label) in enumerate(zip(thumbs, labels)):
-        canvas.paste(thumb, (x, 20))
-        draw.text((x, height + 30), label, fill="#222")
         if n:
-            draw.text((x - gap + 18, 20 + height // 2 - 8), "→", fill="#222")
+            draw.line((x - gap + 12, middle, x - 16, middle), fill="#444", width=4)
+            draw.polygon([(x - 8, middle), (x - 22, middle - 10), (x - 22, middle + 10)], fill="#444")
+        canvas.paste(thumb, (x, margin))
+        draw.text((x, margin + height + 12), label, fill="#222", font=font)
         x += thumb.width + gap
     out = io.BytesIO()
     canvas.save(out, "JPEG", quality=85)

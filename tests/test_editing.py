@@ -33,6 +33,8 @@ from nanobanana_magic.core.errors import InvalidRequestError
 from nanobanana_magic.notebook.control_panel import Panel, PanelContext
 from nanobanana_magic.runtime import references
 from nanobanana_magic.runtime.store import Store
+from nanobanana_magic.session.session import Session
+from nanobanana_magic.session.settings import Settings
 
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (48, 32)) -> bytes:
@@ -281,6 +283,18 @@ def test_rerunning_a_cell_with_the_same_local_file_is_a_cache_hit_with_no_api_ca
     assert emulator.submit_count == 1
 
 
+def test_a_sweep_uploads_its_references_once_and_reruns_from_the_cache(shell, emulator, s3_uploads, s3_server, cat_png):
+    cell = "%%nanobanana -i cat.png --sweep aspect_ratio=1:1,16:9 -o grid\nthe cat"
+    assert run(shell, cell).success
+    grid = shell.user_ns["grid"]
+    assert [g.status for g in grid] == ["succeeded", "succeeded"]
+    assert len({g.request["imageUrls"][0].split("?")[0] for g in grid}) == 1
+    assert len(s3_server.keys(s3_uploads)) == 1
+    calls = api_calls(emulator)
+    assert run(shell, cell).success
+    assert all(g.cached for g in shell.user_ns["grid"]) and api_calls(emulator) == calls
+
+
 def test_a_changed_local_file_is_a_new_request(shell, emulator, s3_uploads, s3_server, cat_png):
     assert run(shell, "%%nanobanana -i cat.png\nthe cat").success
     cat_png.write_bytes(png_bytes("black"))
@@ -328,16 +342,19 @@ def test_history_and_export_show_references_and_parents(shell, emulator, folder_
     assert f"{cat_png} sha256:{sha256(cat_png.read_bytes())}" in csv_text
 
 
-def test_parents_survive_a_fetch_and_a_cache_hit(shell, emulator):
+def test_parents_survive_a_cache_hit_and_a_fetch_from_the_run_log(shell, emulator, tmp_path):
     assert run(shell, "%%nanobanana -o banana\na banana").success
+    banana = shell.user_ns["banana"]
     assert run(shell, "%%nanobanana -i @banana -o peeled\npeeled").success
     task_id = shell.user_ns["peeled"].task_id
     assert run(shell, "%%nanobanana -i @banana -o again\npeeled").success
-    assert shell.user_ns["again"].cached and shell.user_ns["again"].parents == (shell.user_ns["banana"].task_id,)
-    fresh = magics_of(shell).session
-    fresh.generations.clear() if hasattr(fresh.generations, "clear") else None
-    assert run(shell, f"%nanobanana fetch {task_id} -o fetched").success
-    assert shell.user_ns["fetched"].parents == (shell.user_ns["banana"].task_id,)
+    assert shell.user_ns["again"].cached and shell.user_ns["again"].parents == (banana.task_id,)
+    # Another kernel on the same output_dir knows the lineage from the run log alone.
+    other = Session(Settings(api_key=API_KEY, base_url=emulator.base_url, output_dir=str(tmp_path / "out")))
+    try:
+        assert other.fetch(task_id).parents == (banana.task_id,)
+    finally:
+        other.close()
 
 
 # -- the Python API --------------------------------------------------------------------------
@@ -431,7 +448,7 @@ def pick(panel: Panel, name: str, data: bytes) -> None:
     panel.references.upload.set_state({"value": [file]})
 
 
-def minus_quotes(text: str) -> str:
+def escaped(text: str) -> str:
     return text.replace("'", "&#x27;")
 
 
@@ -464,12 +481,8 @@ def test_a_picked_file_that_is_not_an_image_gets_the_message_of_i(panel, folder_
     with pytest.raises(InvalidRequestError) as caught:
         references.resolve(["notes.png"], cwd=tmp_path, uploader_factory=lambda: None)
     expected = str(caught.value).replace(str(tmp_path / "notes.png"), "notes.png")
-    assert minus_quotes(expected) in panel.references.error.value
-    assert not list((magics_of_panel(panel).session.store.output_dir / "references").glob("notes*"))
-
-
-def magics_of_panel(panel: Panel):
-    return panel.context
+    assert escaped(expected) in panel.references.error.value
+    assert not list((panel.context.session.store.output_dir / "references").glob("notes*"))
 
 
 def test_without_upload_to_a_picked_file_is_refused_with_the_hint(panel):
@@ -544,8 +557,6 @@ def test_copy_as_cell_names_each_reference_as_i_takes_it(panel, shell, emulator,
 
 
 # -- real kernels ----------------------------------------------------------------------------
-
-pytestmark_kernel = pytest.mark.kernel
 
 
 @pytest.mark.kernel

@@ -148,7 +148,7 @@ class _ReferenceList:
     picked with the FileUpload, results of the gallery added by their "Use as reference" button.
 
     Every row shows a thumbnail and the message `-i` would give for it; `value` is the sources as
-    `Session.submit_sources` takes them (text, the Path of a kept file, a Generation)."""
+    `Session.submit_sources` takes them (the text typed, the path of a kept file, a Generation)."""
 
     def __init__(self, param: params.Param, urls: Any, hooks: ReferenceHooks) -> None:
         self.param, self.hooks = param, hooks
@@ -157,7 +157,7 @@ class _ReferenceList:
         self._callbacks: list[Callable[[], None]] = []
         self._refused: str | None = None  # why the latest picked file was not added
         self.add = W.Button(
-            description="Add URL or path", icon="plus", tooltip=param.help, layout=W.Layout(width="auto")
+            description="Add reference image", icon="plus", tooltip=param.help, layout=W.Layout(width="auto")
         )
         self.add.on_click(lambda _: self.add_row())
         self.upload = W.FileUpload(
