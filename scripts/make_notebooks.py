@@ -337,6 +337,179 @@ result.image.size
 ]
 
 
+EDITING = [
+    md("""
+# Editing with reference images
+
+Nano Banana's strength is editing: change one thing in an image, keep a subject consistent, or
+compose up to 14 references. `-i` takes an image URL, a local file (PNG, JPEG or WebP), or `@NAME`:
+a result of an earlier cell (a `Generation`), a Pillow image, a `pathlib.Path`, or a list of these.
+
+The API fetches reference images by URL only. A result that finished a few minutes ago is sent as
+its result URL; local files, in-memory images and older results are uploaded to **your own
+storage** (`upload_to`: an S3 or Google Cloud Storage bucket, or a folder behind a web server),
+under the sha256 of their bytes. Nothing goes to an anonymous file host.
+"""),
+    code("%load_ext nanobanana_magic"),
+    code("""
+import os
+
+if not os.environ.get("NANOBANANA_API_KEY"):
+    %nanobanana emulator start
+"""),
+    md("""
+## Where uploads go
+
+With a bucket of your own you would set, once:
+
+```python
+%config NanoBananaMagics.upload_to = "s3://my-bucket/nanobanana-refs"   # or NANOBANANA_UPLOAD_TO
+```
+
+(`upload_options` takes fsspec storage options such as an `endpoint_url`; signed URLs valid
+`upload_expiry` seconds are sent unless `upload_public_url` names a public prefix;
+`pip install "nanobanana-magic[upload]"` adds the S3 and GCS back ends.) `make demo` configures a
+local folder served over HTTP; without any, the next cell serves one itself for this notebook.
+"""),
+    code("""
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import nanobanana_magic
+
+settings = nanobanana_magic.config()
+if not settings.upload_to:
+    folder = Path("uploads").absolute()
+    folder.mkdir(exist_ok=True)
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.upload_to = folder.as_uri()
+    settings.upload_public_url = f"http://127.0.0.1:{server.server_port}"
+print("uploads go to", settings.upload_to, "served at", settings.upload_public_url)
+"""),
+    md("""
+## 1. Generate
+
+An ordinary cell; `-o banana` binds the result.
+"""),
+    code("""
+%%nanobanana -a 4:3 -o banana
+a ripe banana on a wooden kitchen table, soft morning light, photograph
+"""),
+    md("""
+## 2. Edit the result
+
+`-i @banana` uses that result as the reference. It finished moments ago, so its result URL is sent
+as is (for `result_url_ttl` seconds, 300 by default; after that its saved file is uploaded). The
+emulator draws the references it fetched as numbered thumbnails along the top of its picture.
+"""),
+    code("""
+%%nanobanana -i @banana -a 4:3 -o peeled
+the same banana, half peeled, same table and light
+"""),
+    md("""
+## 3. Compose it with a local image
+
+Any PNG, JPEG or WebP file works (absolute, `~/...`, or relative to the notebook's folder). Here we
+draw one with Pillow, as a stand-in for a photo of your own; it is uploaded once, under its sha256.
+"""),
+    code("""
+from PIL import Image, ImageDraw
+
+plate = Image.new("RGB", (640, 480), "#f4efe6")
+draw = ImageDraw.Draw(plate)
+draw.ellipse((70, 60, 570, 420), fill="#2f6f9f", outline="#1d4766", width=12)
+draw.ellipse((150, 120, 490, 360), fill="#f7f7f2")
+plate.save("my_plate.png")
+"""),
+    code("""
+%%nanobanana -i @peeled -i my_plate.png -a 16:9 -o served
+the peeled banana from image 1, sliced and served on the plate from image 2, top view
+"""),
+    md("""
+## The chain and its lineage
+
+Every result knows the results it was made from (`parents`, task ids), and the run log keeps, per
+reference, its source (URL, path or task id), the sha256 of its bytes and the URL sent.
+"""),
+    code("""
+for step in (banana, peeled, served):
+    parents = ", ".join(p[:12] for p in step.parents) or "none"
+    print(f"{step.task_id[:12]}  parents: {parents:28}  {step.prompt[:50]}")
+"""),
+    code("""
+import io
+
+from IPython.display import Image as ShowImage
+from PIL import ImageFont
+
+
+def chain_picture(steps, labels, height=320):
+    # The results left to right, an arrow between each, what each step added underneath.
+    thumbs = [step.image.convert("RGB") for step in steps]
+    thumbs = [t.resize((round(t.width * height / t.height), height)) for t in thumbs]
+    gap, margin, caption = 70, 24, 44
+    width = sum(t.width for t in thumbs) + gap * (len(thumbs) - 1) + 2 * margin
+    canvas = Image.new("RGB", (width, height + caption + 2 * margin), "white")
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.load_default(size=18)
+    except TypeError:  # Pillow before 10.1
+        font = ImageFont.load_default()
+    x, middle = margin, margin + height // 2
+    for n, (thumb, label) in enumerate(zip(thumbs, labels)):
+        if n:
+            draw.line((x - gap + 12, middle, x - 16, middle), fill="#444", width=4)
+            draw.polygon([(x - 8, middle), (x - 22, middle - 10), (x - 22, middle + 10)], fill="#444")
+        canvas.paste(thumb, (x, margin))
+        draw.text((x, margin + height + 12), label, fill="#222", font=font)
+        x += thumb.width + gap
+    out = io.BytesIO()
+    canvas.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+chain = chain_picture(
+    [banana, peeled, served],
+    ["1. generate", "2. edit: -i @banana", "3. compose: -i @peeled -i my_plate.png"],
+)
+ShowImage(data=chain)
+"""),
+    md("""
+`%nanobanana history` shows how many references each task had and its parents; `export` writes them
+with the full provenance (here as JSON, for a methods section).
+"""),
+    code("%nanobanana history -n 3"),
+    code("""
+%nanobanana export lineage/generations.json
+import json
+
+record = next(r for r in json.load(open("lineage/generations.json")) if r["task_id"] == served.task_id)
+for ref in record["references"]:
+    print(ref["source"], "sha256", ref["sha256"][:16], "…")
+print("parents:", record["parents"])
+"""),
+    md("""
+## Re-running costs nothing
+
+References are identified by their content, not by their (possibly signed, changing) URL: running
+the composition again is answered from the saved file, with no API call and no upload.
+"""),
+    code("""
+%%nanobanana -i @peeled -i my_plate.png -a 16:9
+the peeled banana from image 1, sliced and served on the plate from image 2, top view
+"""),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(
         cells=cells,
@@ -354,3 +527,4 @@ if __name__ == "__main__":
     write("quickstart.ipynb", QUICKSTART)
     write("reproducible-research.ipynb", RESEARCH)
     write("control-panel.ipynb", PANEL)
+    write("editing.ipynb", EDITING)

@@ -6,10 +6,13 @@ Used by `make demo`. Usage: python scripts/run_notebooks.py notebooks/quickstart
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import os
 import re
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,9 +28,15 @@ from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: 
 DEMO_KEY = "emulator-demo-key"  # the emulator's own key: not a secret
 
 
-def execute(path: Path, build: Path, env: dict[str, str]) -> tuple[Path, Path, int]:
+def execute(path: Path, build: Path, env: dict[str, str], config: list[str] = ()) -> tuple[Path, Path, int]:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(build)}})
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(build)}},
+        extra_arguments=list(config),  # --NanoBananaMagics.x=... : what ipython_config.py would set
+    )
     saved = dict(os.environ)
     os.environ.update(env)  # the kernel inherits the environment of this process
     try:
@@ -44,6 +53,26 @@ def execute(path: Path, build: Path, env: dict[str, str]) -> tuple[Path, Path, i
     return out_ipynb, out_html, images
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class FolderServer:
+    """A folder served over HTTP on loopback from a daemon thread (a file:// upload_to's web server)."""
+
+    def __init__(self, folder: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="demo-uploads", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("notebooks", nargs="+", type=Path)
@@ -53,18 +82,30 @@ def main(argv: list[str] | None = None) -> int:
 
     args.build.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.build / "nanobanana_outputs", ignore_errors=True)  # a demo starts from scratch
+    shutil.rmtree(args.build / "uploads", ignore_errors=True)
     emulator = EmulatorProcess.start(latency=args.latency, extra_args=["--api-key", DEMO_KEY])
     print(f"emulator: {emulator.url}")
     env = {"NANOBANANA_BASE_URL": emulator.url, "NANOBANANA_API_KEY": DEMO_KEY}
+    # Reference images that are local files go to this folder, served over HTTP for the emulator to
+    # fetch: the stand-in for a bucket (editing.ipynb). Its URL is only known once it listens.
+    uploads = args.build / "uploads"
+    uploads.mkdir(exist_ok=True)
+    server = FolderServer(uploads)
+    print(f"uploads: {uploads} at {server.url}")
+    config = [
+        f"--NanoBananaMagics.upload_to={uploads.resolve().as_uri()}",
+        f"--NanoBananaMagics.upload_public_url={server.url}",
+    ]
     try:
         for path in args.notebooks:
             started = time.monotonic()
-            out_ipynb, out_html, images = execute(path, args.build, env)
+            out_ipynb, out_html, images = execute(path, args.build, env, config)
             print(f"{path}: {images} images, {time.monotonic() - started:.1f} s")
             print(f"  notebook: {out_ipynb.relative_to(ROOT) if out_ipynb.is_relative_to(ROOT) else out_ipynb}")
             print(f"  page:     {out_html.relative_to(ROOT) if out_html.is_relative_to(ROOT) else out_html}")
     finally:
         emulator.stop()
+        server.stop()
     print(f"images saved under {args.build / 'nanobanana_outputs'}")
     return 0
 

@@ -299,7 +299,7 @@ def drive_the_panel(page, expect, emulator):
 
     panel.locator(".widget-dropdown select").first.select_option("16:9")
     panel.locator(".nanobanana-images .widget-button", has_text="Add reference image").click()
-    reference = panel.locator(".nanobanana-images input").first
+    reference = panel.locator(".nanobanana-images input[type='text']").first
     reference.fill(emulator.sample_url("banana"))
     reference.press("Enter")
     expect(panel.locator(".nanobanana-images img")).to_be_visible()  # the thumbnail: the kernel could load it

@@ -287,7 +287,7 @@ def test_history_lists_newest_first_with_pending_marked(shell, emulator, capsys)
     capsys.readouterr()
     run(shell, "%nanobanana history -n 5")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["when", "status", "task", "id", "res", "ratio", "prompt", "file"]
+    assert lines[0].split() == ["when", "status", "task", "id", "res", "ratio", "prompt", "refs", "file"]
     assert "pending" in lines[1] and shell.user_ns["p"].task_id in lines[1]
     assert "succeeded" in lines[2] and ".png" in lines[2]
 

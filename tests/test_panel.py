@@ -17,6 +17,7 @@ NOWHERE = "http://127.0.0.1:9"  # connection refused at once: URLs that are vali
 from nanobanana_magic.core import params as params
 from nanobanana_magic.core.errors import InsufficientCreditsError, InvalidRequestError
 from nanobanana_magic.notebook.control_panel import Panel, PanelContext
+from nanobanana_magic.runtime import references
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -131,7 +132,9 @@ def test_an_invalid_image_url_is_marked_on_its_row_with_the_magics_message(panel
     panel.prompt.widget.value = "a cat"
     urls = panel.field("image_urls")
     row = urls.add_row("ftp://example.org/cat.png")
-    message = magic_message(image_urls=["ftp://example.org/cat.png"])
+    with pytest.raises(InvalidRequestError) as info:  # what -i says of it
+        references.resolve(["ftp://example.org/cat.png"])
+    message = str(info.value)
     assert message.replace("'", "&#x27;") in row.error.value
     assert panel.generate.disabled and panel.generate.tooltip == message
     row.text.value = f"{NOWHERE}/cat.png"
@@ -177,7 +180,8 @@ def test_generate_submits_through_the_session_and_fills_the_gallery(panel, shell
     assert magics_of(shell).session.generations[generation.task_id] is generation
     assert generation.status == "succeeded" and generation.request["aspectRatio"] == "16:9"
     tile = panel.gallery.children[0]
-    image, caption, show = tile.children
+    image, caption, buttons = tile.children
+    assert [b.description for b in buttons.children] == ["Show", "Use as reference"]
     assert isinstance(image, W.Image) and bytes(image.value).startswith(b"\xff\xd8")
     assert "a lighthouse at dawn" in caption.value and "16:9" in caption.value
     wait_until(lambda: "✓ 1 done" in panel.status.value)
@@ -185,7 +189,7 @@ def test_generate_submits_through_the_session_and_fills_the_gallery(panel, shell
 
 def test_clicking_a_result_shows_the_full_preview_with_its_caption(panel):
     generation = generate(panel, "a lighthouse at dawn")
-    panel.gallery.children[0].children[-1].click()
+    panel.gallery.children[0].children[-1].children[0].click()  # Show
     assert panel.preview.layout.display is None and panel.selected is generation
     assert panel.preview_image.value
     caption = panel.preview_caption.value

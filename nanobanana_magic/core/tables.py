@@ -24,6 +24,8 @@ class EntryView(Protocol):
     status: str
     file: str | None
     error: str | None
+    references: list[dict]
+    parents: list[str]
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -41,7 +43,16 @@ def _html_table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table style='{TABLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-HISTORY_HEADERS = ["when", "status", "task id", "res", "ratio", "prompt", "file"]
+HISTORY_HEADERS = ["when", "status", "task id", "res", "ratio", "prompt", "refs", "file"]
+
+
+def references_cell(entry: EntryView) -> str:
+    """How many reference images a task had, and the results it was made from: `2 ← 31ce2c17, 9e4286b7`."""
+    count = len(entry.references) or len(entry.request.get("imageUrls") or [])
+    if not count:
+        return ""
+    parents = ", ".join(parent[:8] for parent in entry.parents)
+    return f"{count} ← {parents}" if parents else str(count)
 
 
 def history_rows(entries: Sequence[EntryView], paths: Mapping[str, str] | None = None) -> list[list[str]]:
@@ -58,6 +69,7 @@ def history_rows(entries: Sequence[EntryView], paths: Mapping[str, str] | None =
                 str(e.request.get("resolution", "")),
                 str(e.request.get("aspectRatio", "")),
                 excerpt(e.request.get("prompt", ""), 30),
+                references_cell(e),
                 outcome,
             ]
         )
@@ -118,14 +130,29 @@ def task_status_bundle(status: TaskStatus) -> dict:
     }
 
 
-def dry_run_bundle(request: GenerationRequest, base_url: str, key: ApiKey | None, cost_note: str = "") -> dict:
-    """What would be sent, with the key masked (and what it would cost)."""
-    body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
+def dry_run_bundle(
+    request: GenerationRequest,
+    base_url: str,
+    key: ApiKey | None,
+    references: Sequence[Mapping[str, Any]] = (),
+    cost_note: str = "",
+) -> dict:
+    """What would be sent, with the key masked; `references` (source, sha256, url) as they would go,
+    and what it would cost."""
+    body = request.to_body()
+    if references:
+        body["imageUrls"] = [str(ref["url"]) for ref in references]
     cost = f"; {cost_note}" if cost_note else ""
     text = (
         f"dry run: nothing sent{cost}\nPOST {base_url.rstrip('/')}/api/v1/nanobanana/generate-2\n"
-        f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{body}"
+        f"Authorization: Bearer {mask(key.reveal() if key else None)}\n{json.dumps(body, indent=2, ensure_ascii=False)}"
     )
+    if references:
+        lines = [
+            f"  {n}. {ref['source']}" + (f" · sha256 {str(ref['sha256'])[:16]}…" if ref.get("sha256") else "")
+            for n, ref in enumerate(references, 1)
+        ]
+        text += "\nreference images (nothing uploaded yet):\n" + "\n".join(lines)
     return {"text/plain": text, "text/html": f"<pre style='{MONO}'>{html.escape(text)}</pre>"}
 
 

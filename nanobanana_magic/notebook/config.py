@@ -15,14 +15,33 @@ from ..core.params import DEFAULT_BASE_URL, PARAMETERS, RESOLUTIONS, Param
 from ..core.schedule import validate_schedule
 from ..core.secret import ApiKey, as_key
 from ..http.budget import DEFAULT_RATE
-from ..session.settings import Settings
+from ..session.settings import DEFAULT_RESULT_URL_TTL, Settings
 
 ENVIRONMENT = {
     "api_key": "NANOBANANA_API_KEY",
     "base_url": "NANOBANANA_BASE_URL",
     "output_dir": "NANOBANANA_OUTPUT_DIR",
+    "upload_to": "NANOBANANA_UPLOAD_TO",
 }
 MAX_RATE = 10_000.0
+# A signed URL must outlive the API's fetch of it (during generation, up to minutes after the
+# submit); S3 (SigV4) and Google Cloud Storage (V4) sign for at most 7 days.
+MIN_UPLOAD_EXPIRY, MAX_UPLOAD_EXPIRY = 60, 7 * 24 * 3600
+_UPLOAD_EXAMPLES = "e.g. s3://bucket/prefix, gs://bucket/prefix or file:///srv/www/refs"
+_SECRET_OPTION = re.compile(r"key|secret|token|password|credential|passphrase|sas|signature", re.I)
+
+
+class StorageOptions(dict):
+    """`upload_options` as set, but shown with secret-looking values masked (`%config`, `%nanobanana config`)."""
+
+    def __repr__(self) -> str:
+        return repr(_masked(self))
+
+
+def _masked(options: Any) -> Any:
+    if not isinstance(options, dict):
+        return options
+    return {k: "***" if _SECRET_OPTION.search(str(k)) and v else _masked(v) for k, v in options.items()}
 
 
 def one_line(error: TraitError) -> str:
@@ -127,6 +146,31 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
         help="credits per task by resolution, if known, e.g. {'1K': 4, '2K': 6, '4K': 12}: "
         "dry runs then say what a sweep costs",
     ).tag(config=True)
+    upload_to = Unicode(
+        "",
+        help="fsspec URL where local reference images are uploaded (env NANOBANANA_UPLOAD_TO), "
+        f"{_UPLOAD_EXAMPLES}; '' = none (then -i takes URLs and fresh results only)",
+    ).tag(config=True)
+    upload_options = Dict(
+        {},
+        help="fsspec storage options for upload_to, e.g. {'endpoint_url': 'http://127.0.0.1:9000'}; "
+        "credentials are best left to the storage library's usual places (environment, profiles)",
+    ).tag(config=True)
+    upload_public_url = Unicode(
+        "",
+        help="'' = send signed URLs (valid upload_expiry seconds); else the http(s) URL prefix that serves "
+        "upload_to as is (a file:// folder behind a web server, a public bucket)",
+    ).tag(config=True)
+    upload_expiry = Float(
+        3600.0,
+        help=f"seconds a signed upload URL stays valid ({MIN_UPLOAD_EXPIRY} to {MAX_UPLOAD_EXPIRY}, 7 days)",
+    ).tag(config=True)
+    result_url_ttl = Float(
+        DEFAULT_RESULT_URL_TTL,
+        help="seconds after a task finished during which its result URL is sent when the result is used "
+        "as a reference (-i @result); later the saved file is uploaded. Default 300: half of the ~10 min "
+        "the provider documents for its shortest-lived URLs, so the API has minutes left to fetch it",
+    ).tag(config=True)
 
     def update_config(self, config: Any) -> None:
         """Apply `%config` / ipython_config values; a refused one is kept as one line in `config_errors`
@@ -166,6 +210,11 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
             retries=self.retries,
             retry_backoff=self.retry_backoff,
             credit_costs=dict(self.credit_costs),
+            upload_to=self.upload_to,
+            upload_options=dict(self.upload_options),
+            upload_public_url=self.upload_public_url,
+            upload_expiry=self.upload_expiry,
+            result_url_ttl=self.result_url_ttl,
         )
 
     @validate("timeout")
@@ -215,3 +264,51 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
                 raise TraitError(f"credit_costs[{key!r}] = {cost!r} is not a number of credits (0 or more)")
             costs[resolution] = cost
         return costs
+
+    @validate("upload_to")
+    def _check_upload_to(self, proposal: Any) -> str:
+        value = proposal["value"].strip()
+        if value and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+", value):
+            raise TraitError(f"upload_to {value[:80]!r} is not an fsspec URL; use {_UPLOAD_EXAMPLES}, or '' for none")
+        return value
+
+    @validate("upload_options")
+    def _check_upload_options(self, proposal: Any) -> StorageOptions:
+        value = proposal["value"]
+        bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise TraitError(
+                f"upload_options key {bad[0]!r} is not an option name; use fsspec storage options "
+                "such as {'endpoint_url': 'http://127.0.0.1:9000'}"
+            )
+        return StorageOptions(value)
+
+    @validate("upload_public_url")
+    def _check_public_url(self, proposal: Any) -> str:
+        value = proposal["value"].strip()
+        if value and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value, re.I):
+            raise TraitError(
+                f"upload_public_url {value[:80]!r} is not an http(s) URL prefix; "
+                "use e.g. https://bucket.example.org/refs, or '' for signed URLs"
+            )
+        return value
+
+    @validate("upload_expiry")
+    def _check_upload_expiry(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not MIN_UPLOAD_EXPIRY <= value <= MAX_UPLOAD_EXPIRY:  # NaN fails too
+            raise TraitError(
+                f"upload_expiry {value:g} is not allowed; use {MIN_UPLOAD_EXPIRY} to {MAX_UPLOAD_EXPIRY} seconds "
+                "(the API must fetch the image before it expires; signed URLs last at most 7 days)"
+            )
+        return value
+
+    @validate("result_url_ttl")
+    def _check_result_url_ttl(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not math.isfinite(value) or value < 0:
+            raise TraitError(
+                f"result_url_ttl {value:g} is not allowed; use 0 (always upload the saved file) or more seconds "
+                f"(default {DEFAULT_RESULT_URL_TTL:g})"
+            )
+        return value

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
 import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,14 @@ def _problem(param: params.Param, value: Any) -> str | None:
     except InvalidRequestError as exc:
         return str(exc)
     return None
+
+
+def _cell_source(source: Any) -> str:
+    """How `-i` names a panel reference: its text, a kept file's path, a result's saved file."""
+    if isinstance(source, str):
+        return source
+    path = getattr(source, "path", source)  # a Generation: its saved file is the same image by content
+    return str(path)
 
 
 def _show(widget: W.Widget, visible: bool) -> None:
@@ -120,26 +130,56 @@ def _simple_field(param: params.Param, value: Any) -> _Field:
     return field
 
 
-class _UrlList:
-    """The reference-image editor: one row per URL (text, thumbnail once it loads, remove), up to the limit."""
+REFERENCE_FILES = "references"  # the folder of output_dir where files picked in the panel are kept
+UPLOAD_ACCEPT = ".png,.jpg,.jpeg,.webp,image/png,image/jpeg,image/webp"
 
-    def __init__(self, param: params.Param, urls: Any, fetch: Callable[[str], bytes]) -> None:
-        self.param, self._fetch = param, fetch
-        self.rows: list[SimpleNamespace] = []  # each: text, thumb, error, box
-        self._thumbs: dict[str, bytes | None] = {}  # url → thumbnail; None while loading or when it failed
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceHooks:
+    """What the reference list needs of its kernel: checks and thumbnails, never a submit."""
+
+    check: Callable[[list[Any]], None]  # raises InvalidRequestError with -i's message; uploads nothing
+    fetch: Callable[[str], bytes]  # the bytes of a URL (thumbnails only)
+    keep: Callable[[str, bytes], Path]  # where a file picked in the panel is stored, and stores it
+
+
+class _ReferenceList:
+    """The reference images, 0 to 14, with the rules of `-i`: a URL or a file path typed on a row, files
+    picked with the FileUpload, results of the gallery added by their "Use as reference" button.
+
+    Every row shows a thumbnail and the message `-i` would give for it; `value` is the sources as
+    `Session.submit_sources` takes them (the text typed, the path of a kept file, a Generation)."""
+
+    def __init__(self, param: params.Param, urls: Any, hooks: ReferenceHooks) -> None:
+        self.param, self.hooks = param, hooks
+        self.rows: list[SimpleNamespace] = []  # each: kind, text, source, thumb, remove, error, box, problem
+        self._thumbs: dict[str, bytes | None] = {}  # text → thumbnail; None while loading or when it failed
         self._callbacks: list[Callable[[], None]] = []
+        self._refused: str | None = None  # why the latest picked file was not added
         self.add = W.Button(
             description="Add reference image", icon="plus", tooltip=param.help, layout=W.Layout(width="auto")
         )
         self.add.on_click(lambda _: self.add_row())
+        self.upload = W.FileUpload(
+            accept=UPLOAD_ACCEPT,
+            multiple=True,
+            description="Add files",
+            tooltip="PNG, JPEG or WebP files from this computer (uploaded to upload_to when generating)",
+            layout=W.Layout(width="auto"),
+        )
+        self.upload.observe(lambda change: self._picked(change["new"]), names="value")
         self.rows_box, self.error = W.VBox(), W.HTML(layout=W.Layout(display="none"))
         heading = W.HTML(
             f"<b>{html.escape(_title(param.label))}</b> "
-            f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS} http(s) URLs</span>",
+            f"<span style='{_MUTED}'>0 to {params.MAX_IMAGE_URLS}: URLs, files, results</span>",
             layout=W.Layout(width="260px"),
         )
         self.box = W.VBox(
-            [W.HBox([heading, self.add, self.error], layout=W.Layout(align_items="center")), self.rows_box],
+            [
+                W.HBox([heading, self.add, self.upload], layout=W.Layout(align_items="center")),
+                self.rows_box,
+                self.error,
+            ],
             layout=W.Layout(margin="4px 0"),
         )
         self.box.add_class("nanobanana-images")
@@ -147,78 +187,173 @@ class _UrlList:
             self.add_row(url)
 
     @property
-    def value(self) -> list[str]:
-        return [row.text.value.strip() for row in self.rows if row.text.value.strip()]
+    def value(self) -> list[Any]:
+        """The sources, in order (empty text rows left out)."""
+        return [row.source() for row in self.rows if row.kind != "text" or row.text.value.strip()]
+
+    # -- adding and removing ------------------------------------------------------------
 
     def add_row(self, url: str = "") -> SimpleNamespace:
-        row = SimpleNamespace(
-            text=W.Text(
-                value=url,
-                placeholder="https://example.org/reference.png",
-                continuous_update=False,
-                layout=W.Layout(flex="1 1 auto", width="auto"),
-            ),
-            thumb=W.Image(format="jpeg", layout=W.Layout(display="none", height="48px", width="auto")),
-            remove=W.Button(icon="trash", tooltip="remove this image", layout=W.Layout(width="40px")),
-            error=W.HTML(layout=W.Layout(display="none")),
+        """A row to type a URL, a file path (relative to the kernel's folder) or @NAME in."""
+        text = W.Text(
+            value=url,
+            placeholder="https://example.org/reference.png, photos/cat.jpg or @result",
+            continuous_update=False,
+            layout=W.Layout(flex="1 1 auto", width="auto"),
         )
-        row.box = W.VBox([W.HBox([row.text, row.thumb, row.remove]), row.error])
-        row.text.observe(lambda change: self._url_changed(row), names="value")
-        row.remove.on_click(lambda _: self.remove_row(row))
-        self.rows.append(row)
-        self._url_changed(row)
+        row = self._new_row("text", text, lambda: text.value.strip())
+        text.observe(lambda change: self._text_changed(row), names="value")
+        self._text_changed(row)
+        return row
+
+    def add_file(self, name: str, data: bytes) -> SimpleNamespace | None:
+        """A file picked in the panel: kept under output_dir/references, checked as -i checks a file.
+        A file -i would refuse is not kept; the message names it and shows under the list."""
+        path = self.hooks.keep(name, data)
+        problem = self._problem(str(path))
+        if problem:
+            path.unlink(missing_ok=True)
+            self._refused = problem.replace(str(path), name)
+            self._changed()
+            return None
+        label = W.Text(value=name, disabled=True, tooltip=str(path), layout=W.Layout(flex="1 1 auto", width="auto"))
+        row = self._new_row("file", label, lambda: str(path))
+        self._set_thumb(row, lambda: preview_bytes(data, URL_THUMB_PX, "jpeg"))
+        self._changed()
+        return row
+
+    def add_result(self, generation: Generation) -> SimpleNamespace:
+        """A result of the gallery: sent as its result URL while fresh, else uploaded from its file."""
+        label = W.Text(
+            value=f"result {generation.task_id[:12]}… · {' '.join(generation.prompt.split())[:40]}",
+            disabled=True,
+            tooltip=f"task {generation.task_id}",
+            layout=W.Layout(flex="1 1 auto", width="auto"),
+        )
+        row = self._new_row("result", label, lambda: generation)
+        row.problem = self._problem(generation)
+        self._set_thumb(row, lambda: generation.preview(URL_THUMB_PX, "jpeg") or b"")
+        self._changed()
         return row
 
     def remove_row(self, row: SimpleNamespace) -> None:
         self.rows.remove(row)
         self._changed()
 
+    def _new_row(self, kind: str, text: W.Text, source: Callable[[], Any]) -> SimpleNamespace:
+        row = SimpleNamespace(
+            kind=kind,
+            text=text,
+            source=source,
+            problem=None,
+            thumb=W.Image(format="jpeg", layout=W.Layout(display="none", height="48px", width="auto")),
+            remove=W.Button(icon="trash", tooltip="remove this image", layout=W.Layout(width="40px")),
+            error=W.HTML(layout=W.Layout(display="none")),
+        )
+        row.box = W.VBox([W.HBox([row.text, row.thumb, row.remove]), row.error])
+        row.remove.on_click(lambda _: self.remove_row(row))
+        self.rows.append(row)
+        return row
+
+    def _picked(self, files: Any) -> None:
+        if not files:
+            return
+        self._refused = None
+        for item in files:
+            self.add_file(str(item["name"]), bytes(item["content"]))
+        self.upload.value = ()  # ready for the next pick (the same file again included)
+
+    # -- checking -----------------------------------------------------------------------
+
     def observe(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
 
-    def mark(self, message: str | None) -> None:
-        """Each row shows its own URL's message; the list's own (too many) goes under the rows."""
-        row_problems = False
+    def problem(self) -> str | None:
+        """The first row's message, else too many images, else None."""
         for row in self.rows:
-            url = row.text.value.strip()
-            problem = _problem(self.param, [url]) if url else None
-            _mark(row.error, problem)
-            row_problems = row_problems or bool(problem)
-        _mark(self.error, None if row_problems else message)
+            if row.problem:
+                return str(row.problem)
+        count = len(self.value)
+        if count > params.MAX_IMAGE_URLS:
+            return f"{count} reference images given; the API accepts at most {params.MAX_IMAGE_URLS}"
+        return None
+
+    def recheck(self) -> None:
+        """Check every row again (a result may have aged past result_url_ttl, upload_to may have changed)."""
+        for row in self.rows:
+            source = row.source()
+            row.problem = self._problem(source) if row.kind != "text" or source else None
+        self._changed()
+
+    def mark(self, message: str | None) -> None:
+        """Each row shows its own message; under the rows, a refused file or the list's own (too many)."""
+        for row in self.rows:
+            _mark(row.error, row.problem)
+        if any(row.problem for row in self.rows):
+            message = None
+        _mark(self.error, "; ".join(m for m in (self._refused, message) if m) or None)
+
+    def _problem(self, source: Any) -> str | None:
+        try:
+            self.hooks.check([source])
+        except InvalidRequestError as exc:
+            return with_hint(exc)  # -i's message, with the notebook's advice (how to set upload_to, ...)
+        return None
 
     def _changed(self) -> None:
         self.rows_box.children = tuple(row.box for row in self.rows)
-        self.add.disabled = len(self.rows) >= params.MAX_IMAGE_URLS
+        full = len(self.rows) >= params.MAX_IMAGE_URLS
+        self.add.disabled = self.upload.disabled = full
         for callback in list(self._callbacks):
             callback()
 
-    def _url_changed(self, row: SimpleNamespace) -> None:
-        url = row.text.value.strip()
-        if self._thumbs.get(url):
-            row.thumb.value = self._thumbs[url]
-        _show(row.thumb, bool(self._thumbs.get(url)))
-        if url and url not in self._thumbs and not _problem(self.param, [url]):
-            self._thumbs[url] = None
+    # -- thumbnails ---------------------------------------------------------------------
+
+    def _text_changed(self, row: SimpleNamespace) -> None:
+        text = row.text.value.strip()
+        row.problem = self._problem(text) if text else None
+        if self._thumbs.get(text):
+            row.thumb.value = self._thumbs[text]
+        _show(row.thumb, bool(self._thumbs.get(text)))
+        if text and text not in self._thumbs and not row.problem:
+            self._thumbs[text] = None
             threading.Thread(
-                target=self._load_thumb, args=(row, url), daemon=True, name="nanobanana-panel-thumb"
+                target=self._load_text_thumb, args=(row, text), daemon=True, name="nanobanana-panel-thumb"
             ).start()
         self._changed()
 
-    def _load_thumb(self, row: SimpleNamespace, url: str) -> None:
+    def _load_text_thumb(self, row: SimpleNamespace, text: str) -> None:
         try:
-            self._thumbs[url] = preview_bytes(self._fetch(url), URL_THUMB_PX, "jpeg")
+            if "://" in text:
+                data = self.hooks.fetch(text)
+            else:
+                data = Path(text).expanduser().read_bytes() if not text.startswith("@") else b""
+            self._thumbs[text] = preview_bytes(data, URL_THUMB_PX, "jpeg") if data else None
         except Exception:  # no thumbnail is all it costs: the API fetches the URL itself
             return
-        if row.text.value.strip() == url:  # only the thumbnail: validation stays on the main thread
-            row.thumb.value = self._thumbs[url]
+        if self._thumbs[text] and row.text.value.strip() == text:  # only the thumbnail: checks stay on the main thread
+            row.thumb.value = self._thumbs[text]
+            _show(row.thumb, True)
+
+    def _set_thumb(self, row: SimpleNamespace, make: Callable[[], bytes]) -> None:
+        try:
+            thumbnail = make()
+        except Exception:  # a thumbnail is a courtesy; the row's check says what matters
+            return
+        if thumbnail:
+            row.thumb.value = thumbnail
             _show(row.thumb, True)
 
 
 class _Tile:
     """One result in the gallery: its state while pending, then thumbnail and caption, or the error."""
 
-    def __init__(self, generation: Generation, on_show: Callable[[Generation], None]) -> None:
-        self.generation, self._on_show = generation, on_show
+    def __init__(
+        self, generation: Generation, on_show: Callable[[Generation], None], on_use: Callable[[Generation], None]
+    ) -> None:
+        self.generation, self._on_show, self._on_use = generation, on_show, on_use
+        self.show_button: W.Button | None = None  # once the result is there
+        self.use_button: W.Button | None = None
         self.label = W.HTML()
         self.box = W.VBox(
             [self.label],
@@ -245,10 +380,18 @@ class _Tile:
                     value=thumbnail, format="jpeg", layout=W.Layout(width="100%", height="150px", object_fit="contain")
                 )
                 show = W.Button(
-                    description="Show", icon="search-plus", tooltip=f"task {gen.task_id}", layout=W.Layout(width="100%")
+                    description="Show", icon="search-plus", tooltip=f"task {gen.task_id}", layout=W.Layout(width="38%")
                 )
                 show.on_click(lambda _: self._on_show(gen))
-                self.box.children = (image, self.label, show)
+                use = W.Button(
+                    description="Use as reference",
+                    icon="plus",
+                    tooltip="add this result to the reference images of the next request",
+                    layout=W.Layout(width="62%"),
+                )
+                use.on_click(lambda _: self._on_use(gen))
+                self.show_button, self.use_button = show, use
+                self.box.children = (image, self.label, W.HBox([show, use]))
             elif gen.status == "cancelled":
                 text = status_text(gen)
             elif gen.done and gen.exception is not None:
@@ -269,12 +412,33 @@ class PanelContext:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # configured parameter defaults
     preview_max_px: int = 1024
     preview_format: str = "jpeg"
+    namespace: Mapping[str, Any] | None = None  # where a reference row's @NAME is looked up
 
     @classmethod
     def of(cls, magics: Any) -> PanelContext:
         """The context of a loaded `NanoBananaMagics`."""
         defaults = {p.name: getattr(magics, p.name) for p in params.PARAMETERS if p.configurable}
-        return cls(magics.session, defaults, magics.preview_max_px, magics.preview_format)
+        return cls(magics.session, defaults, magics.preview_max_px, magics.preview_format, magics.user_ns)
+
+    def reference_hooks(self) -> ReferenceHooks:
+        """Checks with -i's rules (nothing uploaded), thumbnails, and where picked files are kept."""
+        session = self.session
+
+        def check(sources: list[Any]) -> None:
+            session.references_for(sources, self.namespace, upload=False)
+
+        def keep(name: str, data: bytes) -> Path:
+            import hashlib
+
+            folder = session.store.output_dir / REFERENCE_FILES
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem)[:60] or "image"
+            suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(name).suffix)[:8].lower()
+            path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
+            path.write_bytes(data)
+            return path
+
+        return ReferenceHooks(check=check, fetch=lambda url: session.connection.download(url), keep=keep)
 
 
 class Panel(W.VBox):
@@ -311,7 +475,7 @@ class Panel(W.VBox):
             if param.kind == "text":
                 field: Any = self._prompt_field(param)
             elif param.kind == "urls":
-                field = _UrlList(param, self._default(param), lambda url: self.context.session.connection.download(url))
+                field = self.references = _ReferenceList(param, self._default(param), self.context.reference_hooks())
                 urls.append(field.box)
             else:
                 field = _simple_field(param, self._default(param))
@@ -407,16 +571,19 @@ class Panel(W.VBox):
         return {f.param.name: f.value for f in self.fields}
 
     def _validate(self) -> params.GenerationRequest | None:
-        """Mark each field with the magic's message; the request when everything is valid."""
+        """Mark each field with the magic's message; the request (without its reference images,
+        which Generate resolves as `-i` does) when everything is valid."""
         problems = []
         for field in self.fields:
-            problem = _problem(field.param, field.value)
+            problem = field.problem() if field is self.references else _problem(field.param, field.value)
             field.mark(None if field is self.prompt and not (self._touched or field.value) else problem)
             problems += [problem] if problem else []
         request = None
         if not problems:
             try:
-                request = params.GenerationRequest(**self.values())
+                # The reference images are checked above by -i's rules; Generate resolves (uploads) them.
+                values = {k: v for k, v in self.values().items() if k != self.references.param.name}
+                request = params.GenerationRequest(**values)
             except InvalidRequestError as exc:
                 problems.append(str(exc))
         left = params.MAX_PROMPT_CHARS - len(self.prompt.value)
@@ -438,11 +605,11 @@ class Panel(W.VBox):
             if field is self.prompt or not param.flag:
                 continue
             try:
-                value = param.clean(field.value)
+                value = param.clean(field.value) if param.kind != "urls" else None
             except InvalidRequestError:
                 value = field.value
             if param.kind == "urls":
-                flags += [f"{param.flag} {shlex.quote(url)}" for url in value]
+                flags += [f"{param.flag} {shlex.quote(_cell_source(source))}" for source in field.value]
             elif value == param.default and value == self._default(param):
                 continue  # equal to both: the cell needs no flag here, nor in a kernel configured otherwise
             elif param.kind == "bool":
@@ -459,6 +626,7 @@ class Panel(W.VBox):
     # -- generating ---------------------------------------------------------------------
 
     def _on_generate(self, _button: Any) -> None:
+        self.references.recheck()  # a result may have aged, a file changed, upload_to been set
         request = self._validate()
         if request is None:  # button.click() runs even on a disabled button
             return
@@ -466,14 +634,19 @@ class Panel(W.VBox):
             self._submitting += 1
         self._refresh_status()
         threading.Thread(
-            target=self._submit, args=(request, self.force.value), daemon=True, name="nanobanana-panel-submit"
+            target=self._submit,
+            args=(request, self.references.value, self.force.value),
+            daemon=True,
+            name="nanobanana-panel-submit",
         ).start()
 
-    def _submit(self, request: params.GenerationRequest, force: bool) -> None:
-        # Off the main thread: a submit may retry for a while, and the kernel must stay free.
+    def _submit(self, request: params.GenerationRequest, sources: list[Any], force: bool) -> None:
+        # Off the main thread: uploads and a submit may take a while, and the kernel must stay free.
         generation, error = None, None
         try:
-            generation = self.context.session.submit(request, force=force)
+            generation = self.context.session.submit_sources(
+                request, sources, namespace=self.context.namespace, force=force
+            )
         except Exception as exc:  # NanoBananaError or not, this thread has no cell to show it in
             error = exc
         with self._lock:  # add before counting down: wait() must never see neither
@@ -501,8 +674,12 @@ class Panel(W.VBox):
             else:
                 time.sleep(0.05)
 
+    def use_as_reference(self, generation: Generation) -> None:
+        """Add a result of the gallery to the reference images (its "Use as reference" button)."""
+        self.references.add_result(generation)
+
     def _add(self, generation: Generation) -> None:
-        tile = _Tile(generation, self.show)
+        tile = _Tile(generation, self.show, self.use_as_reference)
         with self._lock:
             self.results.insert(0, generation)
             self._tiles[id(generation)] = tile

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import builtins
+import keyword
 import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from IPython.display import display
 from traitlets import All, observe
 
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
 
 # -- the flags of %%nanobanana, generated from PARAMETERS -----------------------------
 
+IMAGE_HELP = (
+    "reference image, repeatable, at most 14 in all: an http(s) URL, a local PNG/JPEG/WebP file, or @NAME "
+    "(a Generation, a PIL image, a Path, a URL, or a list of these); files and older results are uploaded "
+    "to upload_to"
+)
+
 
 def _argparse_options(param: Param) -> dict[str, Any]:
     options: dict[str, Any] = {"dest": param.name, "default": None, "help": param.help}
@@ -36,7 +44,7 @@ def _argparse_options(param: Param) -> dict[str, Any]:
     elif param.kind == "bool":
         options["action"] = argparse.BooleanOptionalAction
     elif param.kind == "urls":
-        options.update(action="append", metavar="URL")
+        options.update(action="append", metavar="SOURCE", help=IMAGE_HELP)
     else:
         options["metavar"] = "URL"
     return options
@@ -74,6 +82,133 @@ def generation_arguments(func: Callable) -> Callable:
         func = decorator(func)
     func = kwds(formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CELL_EPILOG)(func)
     return magic_arguments("%%nanobanana")(func)
+
+
+def check_out_name(name: str | None) -> None:
+    """`-o NAME` must be a name Python code can use afterwards (checked before anything is sent)."""
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        why = "is a Python keyword" if keyword.iskeyword(name) else "is not a Python name"
+        raise InvalidRequestError(
+            f"-o '{name[:40]}' {why}; use a name such as result (letters, digits and _, not starting with a digit)"
+        )
+
+
+# -- the flag line, expanded by the magic itself ----------------------------------------
+
+
+def split_flags(line: str) -> list[str]:
+    """The words of a flag line, as a shell splits them (quotes group and are removed), except that
+    a `{expression}` is kept whole and verbatim, spaces and quotes included."""
+    words: list[str] = []
+    word: list[str] = []
+    started = False  # a word has begun (so "" is an empty word)
+    quote = ""  # the quote open outside any expression
+    i, n = 0, len(line)
+    while i < n:
+        char = line[i]
+        if char == "{" and not line.startswith("{{", i):
+            end = _expression_end(line, i)
+            word.append(line[i : end + 1])
+            started, i = True, end + 1
+            continue
+        if char in "{}" and line.startswith(char * 2, i):
+            word.append(char * 2)  # a literal brace, left for interpolation to turn into one
+            started, i = True, i + 2
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+            else:
+                word.append(char)
+        elif char in "'\"":
+            quote, started = char, True
+        elif char.isspace():
+            if started:
+                words.append("".join(word))
+            word, started = [], False
+        else:
+            word.append(char)
+            started = True
+        i += 1
+    if quote:
+        raise InvalidRequestError(f"unclosed {quote} in the flags; close it, or remove it")
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def _expression_end(text: str, start: int) -> int:
+    """The index of the `}` closing the expression that opens at `start` (strings and brackets skipped)."""
+    depth, quote, i = 0, "", start
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+            if depth == 0 and char == "}":
+                return i
+            if depth <= 0:
+                break  # `{a)`: brackets that do not match
+        i += 1
+    near = text[start : start + 30]
+    raise InvalidRequestError(f"unclosed '{{' in the flags near {near!r}; use {{{{ }}}} for a literal brace")
+
+
+def expand_flag_value(word: str, namespace: Mapping[str, Any], objects: dict[str, Any]) -> str:
+    """`word` with its `{expression}`s evaluated in `namespace`.
+
+    A word that is one expression whose value is not text or a number stays as written and its
+    value goes into `objects` (keyed by the word): `-i {result}` passes the Generation itself."""
+    if "{" not in word and "}" not in word:
+        return word
+    if word.startswith("{") and not word.startswith("{{") and _expression_end(word, 0) == len(word) - 1:
+        expression = word[1:-1]
+        try:
+            code = compile(expression.strip(), "<flag>", "eval")
+        except SyntaxError:
+            code = None  # maybe a format spec ({x:.2f}) or a conversion ({x!r}): interpolation has those
+        if code is not None:
+            value = _evaluate_flag(code, expression, word, namespace)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            objects[word] = value
+            return word
+    from ..core.interpolate import interpolate
+
+    try:
+        return interpolate(word, namespace)
+    except InvalidRequestError as exc:  # its words are about the prompt; say where this one is
+        message = str(exc).replace(" in the prompt", f" in the flag value '{_short(word)}'").replace(", or --raw", "")
+        raise InvalidRequestError(message) from None
+
+
+def _evaluate_flag(code: Any, expression: str, word: str, namespace: Mapping[str, Any]) -> Any:
+    try:
+        return eval(code, {"__builtins__": builtins}, namespace)
+    except NameError as exc:
+        name = getattr(exc, "name", None) or str(exc)
+        raise InvalidRequestError(
+            f"name '{name}' is not defined in the flag value '{_short(word)}'; define it first, "
+            "or use {{ }} for literal braces"
+        ) from None
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"{{{_short(expression.strip())}}} in the flags raised {type(exc).__name__}: {_short(str(exc))}"
+        ) from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 CELL_EPILOG = """
@@ -124,31 +259,70 @@ class NanoBananaMagics(Magics, SettingsTraits):
     # -- %%nanobanana --------------------------------------------------------------
 
     @cell_magic("nanobanana")  # type: ignore[arg-type]
+    @no_var_expand  # the flags are expanded here, so an object given as {expr} or @NAME stays an object
     @generation_arguments
     def nanobanana_cell(self, line: str, cell: str) -> None:
         """Generate an image from the cell body (the prompt)."""
-        args = parse_argstring(self.nanobanana_cell, line)
+        args = self.parse_flags(line)
         if args.help:
             print(self.nanobanana_cell.parser.format_help())
             return
+        check_out_name(args.out)
         if args.sweep:
             self.run_sweep(args, cell)
             return
         request = self.build_request(args, cell)
+        sources = args.image_urls or []
         if args.dry_run:
-            from ..core.tables import dry_run_bundle
-
-            display(dry_run_bundle(request, self.base_url, self.api_key, self.session.cost_note([request])), raw=True)
+            self.show_dry_run(request, sources)
             return
-        generation = self.session.submit(request, force=args.force, timeout=args.timeout)
+        generation = self.session.submit_sources(
+            request, sources, namespace=self.user_ns, force=args.force, timeout=args.timeout
+        )
         if args.out:
             self.user_ns[args.out] = generation
         self.show(generation, wait=self.should_wait(args.wait), wait_timeout=None)
 
+    def parse_flags(self, line: str) -> argparse.Namespace:
+        """The flags of the raw (unexpanded) line: `{expr}` in a value is evaluated in the user namespace;
+        a whole-value `{expr}` of `-i` keeps its object (a Generation, an image, a list)."""
+        objects: dict[str, Any] = {}
+        argv = [expand_flag_value(token, self.user_ns, objects) for token in split_flags(line)]
+        args: argparse.Namespace = self.nanobanana_cell.parser.parse_args(argv)
+        for name, value in vars(args).items():
+            if name == "image_urls" and value:
+                args.image_urls = [objects.get(v, v) if isinstance(v, str) else v for v in value]
+            elif isinstance(value, str) and value in objects:
+                setattr(args, name, format(objects[value]))
+            elif isinstance(value, list):
+                setattr(args, name, [format(objects[v]) if isinstance(v, str) and v in objects else v for v in value])
+        return args
+
+    def show_dry_run(self, request: GenerationRequest, sources: list[Any]) -> None:
+        """The body that would be sent, the references checked (nothing uploaded, nothing sent)."""
+        from ..core.tables import dry_run_bundle
+        from ..session.session import PLANNED, PlannedUploads, with_references
+
+        refs = self.session.references_for(sources, self.user_ns, upload=False) if sources else []
+        planner = PlannedUploads(self.session.settings)
+        shown = [
+            {
+                "source": r.source,
+                "sha256": r.sha256,
+                "url": planner.describe(r.url) if r.url.startswith(PLANNED) else r.url,
+            }
+            for r in refs
+        ]
+        body_request = with_references(request, refs) if refs else request
+        cost = self.session.cost_note([request])
+        display(dry_run_bundle(body_request, self.base_url, self.api_key, references=shown, cost_note=cost), raw=True)
+
     def build_request(
         self, args: argparse.Namespace, cell: str, sweep: Mapping[str, Any] | None = None
     ) -> GenerationRequest:
-        """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent."""
+        """Sweep values over flags over configured defaults, the interpolated body as prompt; validated, not sent.
+
+        The reference images (`-i`) are not in it: `Session.submit_sources` resolves them."""
         from ..core.interpolate import interpolate
 
         sweep = sweep or {}
@@ -157,7 +331,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
             prompt = interpolate(prompt, ChainMap(dict(sweep), self.user_ns))
         values = {}
         for param in PARAMETERS:
-            if param.name == "prompt":
+            if param.name == "prompt" or param.kind == "urls":  # reference sources are resolved apart
                 continue
             flag_value = sweep.get(param.name, getattr(args, param.name, None))
             if flag_value is not None:
@@ -179,9 +353,14 @@ class NanoBananaMagics(Magics, SettingsTraits):
         axes = parse_sweeps(args.sweep, self.user_ns, variables)
         combos = combinations(axes)
         requests = [self.build_request(args, cell, combo) for combo in combos]
+        sources = args.image_urls or []
         if args.dry_run:
+            if sources:  # checked, not uploaded
+                self.session.references_for(sources, self.user_ns, upload=False)
             display(sweep_dry_run_bundle(combos, requests, self.session.cost_note(requests)), raw=True)
             return
+        # One set of references for every combination: uploaded once, identified by content in each key.
+        references = self.session.references_for(sources, self.user_ns) if sources else []
         cells = SweepCells(axes, len(requests))
         bound: list[Generation | None] = [None] * len(requests)
         if args.out:
@@ -202,6 +381,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
             concurrency=args.concurrency,
             on_submit=on_submit,
             on_progress=progress.update,
+            references=references,
         )
         if live is not None and not self.should_wait(args.wait):
             self.session.check_budget(requests, force=args.force)  # here: a sweep's own thread has no cell to fail

@@ -83,6 +83,8 @@ class TaskRules:
 class Generation:
     """A submitted task. Attributes follow INTERFACE.md; `wait()` blocks until it ends.
 
+    `parents` holds the task ids of the generations used as its reference images (its lineage).
+
     A poller may drive it (`driven=True`); otherwise `wait()` polls from the calling thread.
     """
 

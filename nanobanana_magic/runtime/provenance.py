@@ -29,6 +29,8 @@ COLUMNS = [
     "outputFormat",
     "googleSearch",
     "imageUrls",
+    "references",
+    "parents",
     "file",
     "sha256",
     "url",
@@ -69,6 +71,9 @@ def record(entry: RunEntry, store: Store) -> dict:
         "finished": _iso(entry.finished_at),
         "elapsed_s": elapsed,
         "request": entry.request,
+        # per reference image: its source (URL, path or task:<id>), the sha256 of its bytes, the URL sent
+        "references": [dict(ref) for ref in entry.references],
+        "parents": list(entry.parents),  # task ids of the results used as references
         "file": str(store.file_path(entry)) if entry.file else None,
         "sha256": entry.sha256,
         "url": entry.url,
@@ -82,7 +87,15 @@ def _flat(rec: dict) -> dict:
     for key in ("prompt", "aspectRatio", "resolution", "outputFormat", "googleSearch"):
         row[key] = request.get(key)
     row["imageUrls"] = " ".join(request.get("imageUrls") or [])
+    row["references"] = "; ".join(_reference_text(ref) for ref in rec.get("references") or [])
+    row["parents"] = " ".join(rec.get("parents") or [])
     return {k: row.get(k) for k in COLUMNS}
+
+
+def _reference_text(ref: dict) -> str:
+    """One reference in a flat cell: its source and, when known, the sha256 of its bytes."""
+    source = str(ref.get("source") or ref.get("url") or "")
+    return f"{source} sha256:{ref['sha256']}" if ref.get("sha256") else source
 
 
 def render(entries: list[RunEntry], store: Store, fmt: str) -> str:

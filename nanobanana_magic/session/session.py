@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import NanoBananaError
+from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.params import GenerationRequest, is_public_url, request_key
 from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule
 from ..http.budget import RequestBudget
@@ -27,6 +27,8 @@ from .spending import Prices, Spending
 if TYPE_CHECKING:
     from ..http.connection import Connection
     from ..runtime.batch import OnProgress
+    from ..runtime.references import Reference
+    from ..runtime.uploads import Uploader
 
 OnSubmit = Callable[[int, Generation], None]
 
@@ -42,7 +44,9 @@ class Session:
         self._poller: Poller | None = None
         self._store: Store | None = None
         self._schedules: dict[tuple[Path, str], tuple[int, PollSchedule]] = {}  # learned, by (dir, resolution)
-        self._lock = threading.Lock()  # guards creating _connection, _store, _poller and _schedules
+        self._uploader: Uploader | None = None
+        self._uploader_key: tuple | None = None
+        self._lock = threading.Lock()  # guards creating _connection, _store, _poller, _uploader and _schedules
         self.budget = RequestBudget(self.settings.max_requests_per_second)  # every API request of the kernel
         self.spending = Spending()  # the max_credits budget
 
@@ -89,6 +93,99 @@ class Session:
             if self._poller is None:
                 self._poller = Poller(workers=self.settings.workers)
             return self._poller
+
+    def uploader(self) -> Uploader | None:
+        """The uploader of `upload_to` (kept while the upload settings stay the same), or None when unset.
+
+        Made on first need only: fsspec and the storage library load when something must be uploaded.
+        """
+        settings = self.settings
+        if not settings.upload_to.strip():
+            return None
+        from ..runtime.uploads import Uploader
+
+        with self._lock:
+            if self._uploader is None or self._uploader_key != settings.upload_key:
+                self._uploader = Uploader(
+                    settings.upload_to,
+                    settings.upload_options,
+                    public_url=settings.upload_public_url,
+                    expiry=settings.upload_expiry,
+                )
+                self._uploader_key = settings.upload_key
+            return self._uploader
+
+    def references_for(
+        self,
+        sources: Any,
+        namespace: Mapping[str, Any] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        upload: bool = True,
+    ) -> list[Reference]:
+        """The reference images for `sources` (`-i` strings, `@NAME`, Generations, PIL images, Paths, lists).
+
+        Local files, in-memory images and results older than `result_url_ttl` are uploaded to
+        `upload_to`; with `upload=False` nothing is uploaded and those get a stand-in URL that is
+        never sent (validation, dry runs, the cache check). One-line InvalidRequestError for any
+        unusable source, with the `upload` hint when something must be uploaded and upload_to is unset.
+        """
+        from ..runtime import references
+
+        factory: Callable[[], references.UrlMaker | None] = self.uploader if upload else self._planner
+        try:
+            return references.resolve(
+                sources,
+                namespace=namespace,
+                cwd=cwd,
+                uploader_factory=factory,
+                result_url_ttl=self.settings.result_url_ttl,
+            )
+        except InvalidRequestError as exc:
+            message = str(exc)
+            if not message.endswith(references.NEEDS_UPLOAD_HINT):
+                raise
+            # The notebook adds its own advice from core/hints.py; a script user reads upload_to here.
+            stem = message[: -len(references.NEEDS_UPLOAD_HINT)].rstrip("; ")
+            raise InvalidRequestError(f"{stem} (upload_to)", hint="upload") from None
+
+    def _planner(self) -> PlannedUploads | None:
+        return PlannedUploads(self.settings) if self.settings.upload_to.strip() else None
+
+    def submit_sources(
+        self,
+        request: GenerationRequest,
+        sources: Any,
+        *,
+        namespace: Mapping[str, Any] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        """`submit` with reference sources: a result cached for the same images (by content) is shown
+        without touching the storage; otherwise they are uploaded, then the request is submitted."""
+        if not sources:
+            return self.submit(request, force=force, timeout=timeout, metadata=metadata)
+        planned = self.references_for(sources, namespace, cwd=cwd, upload=False)
+        if self.settings.cache and not force and any(r.url.startswith(PLANNED) for r in planned):
+            hit = self.cached(request, planned)
+            if hit is not None:
+                return hit
+        refs = self.references_for(sources, namespace, cwd=cwd)
+        return self.submit(
+            with_references(request, refs), force=force, timeout=timeout, references=refs, metadata=metadata
+        )
+
+    def cached(self, request: GenerationRequest, references: Sequence[Reference] = ()) -> Generation | None:
+        """A succeeded earlier result of this request (references by content) whose file matches its hash."""
+        store = self.store
+        api = self.settings.base_url.rstrip("/")
+        key = request_key(api, request.to_body(), cache_identities(references) if references else None)
+        entry = store.find_cached(key)
+        if entry is None or file_state(store, entry) != "ok":
+            return None  # submit decides: fetch again, attach to a pending task, or pay
+        return self.generations.add(self._from_entry(entry, store, cached=True))
 
     def close(self) -> None:
         """Stop the threads (on %unload_ext). Pending tasks stay in the run log."""
@@ -146,7 +243,7 @@ class Session:
         store = self.store
         check_output_dir(store.output_dir)  # before paying: a task whose id cannot be logged is at risk
         api = self.settings.base_url.rstrip("/")
-        identities = [f"sha256:{r.sha256}" if r.sha256 else r.url for r in references] if references else None
+        identities = cache_identities(references) if references else None
         key = request_key(api, body, identities)
         notice = None
         with store.deciding():  # one kernel at a time decides: two Run Alls never pay twice
@@ -302,19 +399,40 @@ class Session:
         timeout: float | None = None,
         on_submit: OnSubmit | None = None,
         on_progress: OnProgress | None = None,
+        references: Sequence[Reference] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> list[Generation]:
-        """A batch through this session (cache, run log, poller); Generations in input order."""
+        """A batch through this session (cache, run log, poller); Generations in input order.
+
+        `references` (resolved already, e.g. a sweep's `-i`) go with every request; a dict row may
+        carry its own sources under `image_urls` or `references` (files, Generations, PIL images,
+        URLs: as `-i` takes them). Every row's references are resolved (and uploaded) before the
+        first submit, so a bad one is an error that names its row and nothing is sent.
+        """
         from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
 
-        items = as_requests(requests)
-        if concurrency is not None and concurrency < 1:
-            from ..core.errors import InvalidRequestError
+        rows = [_split_sources(item) for item in requests]
+        batch = as_requests([item for item, _ in rows])
+        refs_of: dict[int, Sequence[Reference]] = {}  # id(request) → its references
+        for index, ((_, sources), request) in enumerate(zip(rows, batch)):
+            refs: Sequence[Reference] = references
+            if sources is not None:
+                try:
+                    refs = self.references_for(sources, namespace)
+                except InvalidRequestError as exc:
+                    raise InvalidRequestError(f"row {index}: {exc}", hint=exc.hint) from None
+            if refs:
+                batch[index] = request = with_references(request, refs)
+            refs_of[id(request)] = refs
 
+        if concurrency is not None and concurrency < 1:
             raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
-        self.check_budget(items, force=force)
-        submit = submit_or_record_failure(lambda request: self.submit(request, force=force, timeout=timeout))
+        self.check_budget(batch, force=force)
+        submit = submit_or_record_failure(
+            lambda request: self.submit(request, force=force, timeout=timeout, references=refs_of.get(id(request), ()))
+        )
         return run_batch(
-            items,
+            batch,
             submit,
             concurrency=concurrency or self.settings.concurrency,
             on_submit=on_submit,
@@ -353,6 +471,7 @@ class Session:
                 schedule=self.schedule(_resolution(entry.request if entry else {})),
             ),
         )
+        generation.parents = tuple(entry.parents) if entry else ()
         generation.step()
         if entry is None and generation.request:  # known to the API: keep it in this directory's log
             api = self.settings.base_url.rstrip("/")
@@ -412,6 +531,54 @@ class Session:
         )
         generation.parents = tuple(entry.parents)
         return generation
+
+
+PLANNED = "https://upload.invalid/"  # the stand-in URL of an upload not made (the .invalid TLD never resolves)
+
+
+class PlannedUploads:
+    """A stand-in uploader: names what would be uploaded where, uploads nothing (see `references_for`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def url_for(self, data: bytes, suffix: str) -> str:
+        import hashlib
+
+        return PLANNED + hashlib.sha256(data).hexdigest() + suffix
+
+    def describe(self, url: str) -> str:
+        """Where a stand-in URL's image would go, for a dry run."""
+        name = url[len(PLANNED) :]
+        settings = self.settings
+        if settings.upload_public_url.strip():
+            return settings.upload_public_url.strip().rstrip("/") + "/" + name
+        return f"<signed URL of {settings.upload_to.strip().rstrip('/')}/{name}, valid {settings.upload_expiry:g} s>"
+
+
+def cache_identities(references: Sequence[Reference]) -> list[str]:
+    """Per reference, what identifies its image for the cache: `sha256:<hex>` when known, else the URL."""
+    return [f"sha256:{r.sha256}" if r.sha256 else r.url for r in references]
+
+
+def with_references(request: GenerationRequest, references: Sequence[Reference]) -> GenerationRequest:
+    """The request carrying the references' URLs as its imageUrls."""
+    return request.replace(image_urls=[r.url for r in references])
+
+
+def _split_sources(item: Any) -> tuple[Any, Any]:
+    """A batch row without its reference sources, and the sources (None when it has none of its own)."""
+    if not isinstance(item, Mapping) or not ({"image_urls", "references"} & set(item)):
+        return item, None
+    row = dict(item)
+    sources = _as_list(row.pop("image_urls", None)) + _as_list(row.pop("references", None))
+    return row, sources
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def file_state(store: Store, entry: RunEntry) -> str:

@@ -11,6 +11,13 @@ from ..core.params import DEFAULT_BASE_URL
 from ..core.secret import ApiKey, as_key
 from ..http.budget import DEFAULT_RATE
 
+# How long a finished task's result URL is sent as a reference instead of an upload of the saved
+# file. The provider documents only that originImageUrl lives about 10 minutes and resultImageUrl
+# "longer but not forever"; half of that known minimum leaves the API five minutes to fetch the
+# URL (a task takes 10 to 60 s) however late in the window it is sent. Past it, the saved file is
+# uploaded: one upload per image (objects are named by sha256) is cheap next to a failed task.
+DEFAULT_RESULT_URL_TTL = 300.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -33,6 +40,18 @@ class Settings:
     download_timeout: float = 120.0
     credit_costs: Mapping[str, float] = field(default_factory=dict)
     max_credits: float | None = None
+    # Reference images the API cannot fetch by itself go to `upload_to` (see runtime/uploads.py).
+    upload_to: str = ""
+    upload_options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold credentials
+    upload_public_url: str = ""
+    upload_expiry: float = 3600.0
+    result_url_ttl: float = DEFAULT_RESULT_URL_TTL
+
+    @property
+    def upload_key(self) -> tuple[Any, ...]:
+        """The settings an uploader is built from: a change rebuilds it."""
+        options = tuple(sorted((str(k), repr(v)) for k, v in self.upload_options.items()))
+        return (self.upload_to.strip(), options, self.upload_public_url.strip(), self.upload_expiry)
 
     @property
     def connection_key(self) -> tuple[Any, ...]:
@@ -50,17 +69,20 @@ class Settings:
 
     @classmethod
     def from_environment(cls) -> Settings:
-        """Defaults with NANOBANANA_API_KEY, NANOBANANA_BASE_URL and NANOBANANA_OUTPUT_DIR applied (plain scripts)."""
+        """Defaults with NANOBANANA_API_KEY, NANOBANANA_BASE_URL, NANOBANANA_OUTPUT_DIR and
+        NANOBANANA_UPLOAD_TO applied (plain scripts)."""
         env = {
             name: os.environ.get(var, "").strip()
             for name, var in (
                 ("api_key", "NANOBANANA_API_KEY"),
                 ("base_url", "NANOBANANA_BASE_URL"),
                 ("output_dir", "NANOBANANA_OUTPUT_DIR"),
+                ("upload_to", "NANOBANANA_UPLOAD_TO"),
             )
         }
         return cls(
             api_key=as_key(env["api_key"] or None),
             base_url=env["base_url"] or DEFAULT_BASE_URL,
             output_dir=env["output_dir"] or "nanobanana_outputs",
+            upload_to=env["upload_to"],
         )
