@@ -167,9 +167,11 @@ class NanoBananaMagics(Magics, SettingsTraits):
 
     def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
         """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
+        from ..core.params import BY_NAME
         from ..core.render import combinations
         from ..core.sweep import parse_sweeps
         from ..core.tables import sweep_dry_run_bundle
+        from ..runtime.batch import Row, plain
         from .live import LiveGrid, SweepCells
         from .progress import Progress
 
@@ -179,6 +181,11 @@ class NanoBananaMagics(Magics, SettingsTraits):
         if args.dry_run:
             display(sweep_dry_run_bundle(combos, requests, dict(self.credit_costs)), raw=True)
             return
+        # A prompt variable's value is no parameter of the request: keep it with the task (and its exports).
+        rows = [
+            Row(request, {k: plain(v) for k, v in combo.items() if k not in BY_NAME})
+            for request, combo in zip(requests, combos)
+        ]
         cells = SweepCells(axes, len(requests))
         bound: list[Generation | None] = [None] * len(requests)
         if args.out:
@@ -201,12 +208,12 @@ class NanoBananaMagics(Magics, SettingsTraits):
             on_progress=progress.update,
         )
         if live is not None and not self.should_wait(args.wait):
-            self.session.start_many(requests, **options)
+            self.session.start_many(rows, **options)
             return
         try:
-            self.session.generate_many(requests, **options)
+            self.session.generate_many(rows, **options)
         finally:
-            progress.finish()
+            progress.finish()  # before the summary: no progress line is drawn after it
         if live is not None:
             live.refresh(force=True)
         else:

@@ -242,21 +242,30 @@ class Session:
 
     def generate_many(
         self,
-        requests: Sequence[Any],
+        requests: Any,
         *,
         concurrency: int | None = None,
         force: bool = False,
         timeout: float | None = None,
+        defaults: Mapping[str, Any] | None = None,
         on_submit: OnSubmit | None = None,
         on_progress: OnProgress | None = None,
     ) -> list[Generation]:
-        """A batch through this session (cache, run log, poller); Generations in input order."""
-        from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
+        """A batch through this session (cache, run log, poller); Generations in input order.
 
-        submit = submit_or_record_failure(lambda request: self.submit(request, force=force, timeout=timeout))
+        `requests`: prompts, GenerationRequests, dicts or a DataFrame-like object (`runtime.batch.as_rows`):
+        the columns that are parameters make each request (`defaults` for those a row lacks), the others
+        are kept as the row's metadata in the run log. A row equal to a finished one is a cache hit, and
+        one still pending (a batch run again after a restart) is attached to, not paid for again.
+        """
+        from ..runtime.batch import Row, as_rows, run_batch, submit_or_record_failure
+
+        def submit(row: Row) -> Generation:
+            return self.submit(row.request, force=force, timeout=timeout, metadata=row.metadata or None)
+
         return run_batch(
-            as_requests(requests),
-            submit,
+            as_rows(requests, defaults),
+            submit_or_record_failure(submit),
             concurrency=concurrency or self.settings.concurrency,
             on_submit=on_submit,
             on_progress=on_progress,
