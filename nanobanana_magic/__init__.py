@@ -150,7 +150,7 @@ def generate_many(
         progress.finish()
 
 
-def export(path: str, *, format: str | None = None, since: str | None = None) -> Any:  # noqa: A002
+def export(path: str, *, format: str | None = None, since: str | None = None) -> Any:
     """Write this directory's generations to `path`, as `%nanobanana export` does; returns what it did.
 
     `format`: csv, json, jsonl, md (a file; default from the suffix), imagefolder or webdataset

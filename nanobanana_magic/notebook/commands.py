@@ -47,6 +47,17 @@ def command(name: str, epilog: str = "") -> Callable[[Callable], Command]:
     return decorate
 
 
+def cell_help_transformer(lines: list[str]) -> list[str]:
+    """An IPython input transformer: `%%nanobanana --help` with an empty body becomes
+    `%nanobanana help cell`, since IPython refuses a cell magic without a body before calling it."""
+    if not lines or not lines[0].lstrip().startswith("%%nanobanana") or any(line.strip() for line in lines[1:]):
+        return lines
+    rest = lines[0].lstrip()[len("%%nanobanana") :]
+    if rest[:1] not in ("", " ", "\t", "\n") or not _wants_help(rest):
+        return lines
+    return ["%nanobanana help cell\n"]
+
+
 def _wants_help(rest: str) -> bool:
     try:
         words = shlex.split(rest)
@@ -94,7 +105,7 @@ def cmd_panel(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
 @argument("--timeout", type=float, metavar="S", help="stop waiting after S seconds (the tasks go on)")
 def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Block until the named (default: all pending) tasks of this kernel end, updating their outputs."""
-    from ..core.hints import hint_text
+    from .progress import stopped_text
 
     waited = magics.session.resolve(args.task_ids)
     if not waited:
@@ -108,7 +119,7 @@ def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
             if not generation.join(remaining):
                 break
     except KeyboardInterrupt:
-        print(f"stopped waiting; {hint_text('stopped')}")
+        print(stopped_text(batch=len(waited) > 1))
         raise
     finally:
         magics.settle_background_outputs()
@@ -124,7 +135,9 @@ def wait_summary(waited: list, timeout: float | None) -> str:
     line = f"{len(ended) - failed} done, {still} pending, {failed} failed"
     if still:
         shown = f"{timeout:g} s" if timeout is not None else "the timeout"
-        return f"stopped waiting after {shown} for {len(waited)} {noun}: {line}; the pending ones go on (%nanobanana wait)"
+        return (
+            f"stopped waiting after {shown} for {len(waited)} {noun}: {line}; the pending ones go on (%nanobanana wait)"
+        )
     return f"waited for {len(waited)} {noun}: {line}"
 
 

@@ -267,9 +267,9 @@ class NanoBananaMagics(Magics, SettingsTraits):
             self.unsettled.remove(live)
 
     def _show_in_terminal(self, generation: Generation, wait_timeout: float | None) -> None:
-        from ..core.hints import hint_text
         from ..core.render import caption_lines, status_text
         from .live import generation_bundle
+        from .progress import stopped_text
 
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         try:
@@ -277,7 +277,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
                 print("\r" + status_text(generation), end="", flush=True)
                 generation.join(0.5)
         except KeyboardInterrupt:
-            print(f"\nstopped waiting; {hint_text('stopped')}")
+            print(f"\n{stopped_text()}")  # the words LiveOutput shows in a kernel
             raise
         print("\r" + " " * 100 + "\r", end="")
         if generation.status == "succeeded":

@@ -7,7 +7,8 @@ import threading
 import time
 from typing import Any
 
-from ..runtime.batch import BatchProgress
+from ..core.hints import hint_text
+from ..runtime.batch import INTERRUPTED, BatchProgress
 
 #: A terminal line is redrawn at most twice a second; piped output gets a line every few seconds.
 TERMINAL_EVERY = 0.5
@@ -98,11 +99,19 @@ class Progress:
         p = self.last
         elapsed = time.monotonic() - p.started
         eta = f" · ETA {elapsed / p.ended * (p.total - p.ended):.0f} s" if 0 < p.ended < p.total else ""
-        note = f" · {p.note}" if p.note else ""
+        note = f" · {stopped_text(batch=True)}" if p.note == INTERRUPTED else f" · {p.note}" if p.note else ""
         return (
             f"{p.ended}/{p.total} · {p.done} done · {p.failed} failed · {p.pending} pending"
             f" · {elapsed:.1f} s{eta}{note}"
         )
+
+
+def stopped_text(*, batch: bool = False) -> str:
+    """What an interrupt says, in a terminal and in a kernel alike, for one task or a batch."""
+    if batch:
+        where = hint_text("stopped").partition(": ")[2]  # %nanobanana history, %nanobanana wait
+        return f"stopped waiting; the tasks already submitted are still running: {where}"
+    return f"stopped waiting; {hint_text('stopped')}"
 
 
 def _counts(line: str) -> str:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nanobanana_magic")
 
 
-
 class HasBody(Protocol):
     """A batch item: a GenerationRequest, or a Row that carries one."""
 

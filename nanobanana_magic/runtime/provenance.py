@@ -76,7 +76,9 @@ def read_entries(store: Store, since: str | None = None) -> list[RunEntry]:
     since_t = parse_since(since) if since else None
     where = store.output_dir
     if where.exists() and not where.is_dir():
-        raise NanoBananaError(f"output_dir {str(where)!r} is a file, not a folder; it holds no run log", hint="output_dir")
+        raise NanoBananaError(
+            f"output_dir {str(where)!r} is a file, not a folder; it holds no run log", hint="output_dir"
+        )
     try:
         return select(store.entries(), since_t)
     except OSError as exc:
@@ -238,13 +240,15 @@ def _export_dataset(dest: Path, entries: list[RunEntry], store: Store, fmt: str,
         groups.setdefault(entry.api or endpoint, []).append(record(entry, store))
     if not groups:
         groups[endpoint] = []
-    added, unchanged, skipped = 0, 0, []
+    added, unchanged = 0, 0
+    skipped: list[tuple[str, str]] = []
     for api, records in groups.items():
         if fmt == "imagefolder":
             report = export_imagefolder(records, dest, source_dir=store.output_dir, endpoint=api)
         else:
             report = export_webdataset(records, dest, source_dir=store.output_dir, endpoint=api)
-        added, unchanged, skipped = added + report.added, unchanged + report.unchanged, skipped + list(report.skipped)
+        added, unchanged = added + report.added, unchanged + report.unchanged
+        skipped += report.skipped
     return ExportReport(added, unchanged, tuple(skipped), report.path, fmt)
 
 
