@@ -366,19 +366,19 @@ import itertools
 
 import pandas as pd
 
-fruits = ["apple", "banana", "cherry", "pear"]
+fruits = {"apple": "an apple", "banana": "a banana", "cherry": "a cherry", "pear": "a pear"}
 styles = ["watercolour", "woodcut", "photo"]
 table = pd.DataFrame(
     [
         {
             "id": f"fruit-{n:02d}",
-            "prompt": f"a {style} of a {fruit} on a white table",
-            "label": fruit,
+            "prompt": f"a {style} of {fruits[label]} on a white table",
+            "label": label,
             "style": style,
             "split": "test" if style == "photo" else "train",
             "aspect_ratio": "1:1",
         }
-        for n, (fruit, style) in enumerate(itertools.product(fruits, styles))
+        for n, (label, style) in enumerate(itertools.product(fruits, styles))
     ]
 )
 table
@@ -427,7 +427,7 @@ Exporting again is incremental and idempotent: only new images are added, and no
 exported is written again. The Python API does the same:
 """),
     code("""
-nanobanana_magic.export("dataset/", format="imagefolder")
+print(nanobanana_magic.export("dataset/", format="imagefolder"))
 """),
     md("""
 ## Loaded back with 🤗 datasets

@@ -419,3 +419,22 @@ def test_demo_notebooks_each_keep_their_own_output_folder(tmp_path):
         history = nbformat.read(build / f"{name}.ipynb", as_version=4).cells[-1].outputs[0]["data"]["text/plain"]
         assert f"the {name} notebook" in history and f"the {other} notebook" not in history
         assert (build / f"{name}.html").is_file()
+
+
+@pytest.mark.kernel
+def test_in_a_kernel_markdown_history_renders_and_cell_help_needs_no_body(emulator, kernel_env, tmp_path):
+    from kernel_helpers import SETUP, execute_notebook, new_notebook, outputs
+
+    notebook = execute_notebook(
+        new_notebook(
+            SETUP, "%%nanobanana\na row for the table", "%nanobanana history --format markdown", "%%nanobanana --help"
+        ),
+        tmp_path,
+        kernel_env,
+    )
+    history, cell_help = notebook.cells[2], notebook.cells[3]
+    (shown,) = outputs(history, "display_data")
+    assert shown.data["text/markdown"].startswith("| task_id | status |")
+    assert shown.data["text/plain"] in shown.data["text/markdown"] and "a row for the table" in shown.data["text/plain"]
+    (text,) = outputs(cell_help, "stream")
+    assert text.text.startswith("usage: %%nanobanana") and not outputs(cell_help, "error")

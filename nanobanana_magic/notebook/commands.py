@@ -200,8 +200,6 @@ def cmd_resume(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
 @command(
     "history",
     epilog="""
-WHEN is 30m, 2h or 7d (that long ago), or a date 2026-11-24 or '2026-11-24 10:30' (local time).
-
 Examples:
   %nanobanana history -n 5
   %nanobanana history --since 2h --format markdown
@@ -257,14 +255,15 @@ def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
 @command(
     "export",
     epilog="""
-WHEN is 30m, 2h or 7d (that long ago), or a date 2026-11-24 or '2026-11-24 10:30' (local time).
-
 Examples:
   %nanobanana export provenance/generations.csv
   %nanobanana export --since 7d runs.jsonl
-  %nanobanana export --format imagefolder dataset     (then: datasets.load_dataset("imagefolder", data_dir="dataset"))
+  %nanobanana export --format imagefolder dataset
   %nanobanana export --format webdataset shards
-A batch's extra columns (label, split, id, ...) go into every export; a `split` column makes split folders.
+
+A batch's other columns (label, split, id, ...) go into every export; a `split`
+column makes split folders. Load an imagefolder export with
+  datasets.load_dataset("imagefolder", data_dir="dataset")
 """,
 )
 @argument(
