@@ -53,6 +53,7 @@ __all__ = [
     "TaskTimeoutError",
     "__version__",
     "config",
+    "export",
     "generate_many",
     "load_ipython_extension",
     "panel",
@@ -104,37 +105,63 @@ def config() -> NanoBananaMagics:
 _script_session: Any = None
 
 
-def _session() -> Any:
-    """The kernel's session, or in a plain script one built from the environment."""
+def _session() -> tuple[Any, Any]:
+    """The kernel's session and magics, or in a plain script one session built from the environment."""
     global _script_session
     from .notebook.extension import loaded_magics
 
     magics = loaded_magics()
     if magics is not None:
-        return magics.session, magics.bridge.in_kernel
+        return magics.session, magics
     if _script_session is None:
         from .session.session import Session
         from .session.settings import Settings
 
         _script_session = Session(Settings.from_environment())
-    return _script_session, False
+    return _script_session, None
 
 
-def generate_many(requests: Any, *, concurrency: int | None = None, force: bool = False) -> list[Generation]:
+def generate_many(
+    rows: Any, *, concurrency: int | None = None, force: bool = False, timeout: float | None = None
+) -> list[Generation]:
     """Generate a batch in this kernel's session (settings, cache, run log, poller), showing progress.
 
-    `requests`: GenerationRequests, dicts of parameters, or prompt strings. Results in input order.
+    `rows`: prompts, GenerationRequests, dicts, or a DataFrame-like object (`.to_dict("records")`).
+    The columns that are parameters (`prompt`, `aspect_ratio`, `resolution`, ...; the configured
+    defaults fill the rest) make each request; the others (a `label`, a `split`, an `id`) are kept
+    with the task in the run log and go into every export. Results in input order. Running the same
+    rows again answers the finished ones from the cache and attaches to the ones still pending.
     Works in a plain Python script too (settings from NANOBANANA_* environment variables).
     """
+    from .core.params import PARAMETERS
     from .notebook.progress import Progress
+    from .runtime.batch import as_rows
 
-    session, in_kernel = _session()
-    items = list(requests)
+    session, magics = _session()
+    defaults = {p.name: getattr(magics, p.name) for p in PARAMETERS if p.configurable} if magics else None
+    items = as_rows(rows, defaults)  # every row checked before anything is sent
+    in_kernel = magics is not None and magics.bridge.in_kernel
     progress = Progress(len(items), widget=in_kernel)
     try:
-        return session.generate_many(items, concurrency=concurrency, force=force, on_progress=progress.update)
+        return session.generate_many(
+            items, concurrency=concurrency, force=force, timeout=timeout, on_progress=progress.update
+        )
     finally:
         progress.finish()
+
+
+def export(path: str, *, format: str | None = None, since: str | None = None) -> Any:
+    """Write this directory's generations to `path`, as `%nanobanana export` does; returns what it did.
+
+    `format`: csv, json, jsonl, md (a file; default from the suffix), imagefolder or webdataset
+    (a directory with a README.md dataset card; exporting again adds only the new images).
+    `since`: only tasks submitted since then (`30m`, `2h`, `7d`, `2026-11-24`, ...).
+    """
+    from .runtime import provenance
+
+    session, _ = _session()
+    entries = provenance.read_entries(session.store, since)
+    return provenance.export(path, entries, session.store, fmt=format, endpoint=session.settings.base_url)
 
 
 def panel() -> Any:

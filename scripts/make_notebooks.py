@@ -510,6 +510,141 @@ the peeled banana from image 1, sliced and served on the plate from image 2, top
 ]
 
 
+DATASET = [
+    md("""
+# From a table to a dataset
+
+Many researchers generate images to build a dataset: a table of prompts and labels goes in, and
+a folder that training code loads comes out. This notebook makes one from a 12-row table and a
+2 × 2 × 3 sweep, exports both as one Hugging Face `imagefolder` dataset, and loads it back with
+🤗 `datasets`.
+"""),
+    code("%load_ext nanobanana_magic"),
+    code("""
+import os
+
+if not os.environ.get("NANOBANANA_API_KEY"):
+    %nanobanana emulator start
+"""),
+    md("""
+## A table of prompts and labels
+
+`nanobanana_magic.generate_many` takes a DataFrame (anything with `.to_dict("records")`), a list
+of dicts, prompts or `GenerationRequest`s. The columns that are parameters (`prompt`,
+`aspect_ratio`, `resolution`, ...) make each request; every other column (here `id`, `label`,
+`style` and `split`) is kept with the image, in the run log and in every export.
+"""),
+    code("""
+import itertools
+
+import pandas as pd
+
+fruits = {"apple": "an apple", "banana": "a banana", "cherry": "a cherry", "pear": "a pear"}
+styles = ["watercolour", "woodcut", "photo"]
+table = pd.DataFrame(
+    [
+        {
+            "id": f"fruit-{n:02d}",
+            "prompt": f"a {style} of {fruits[label]} on a white table",
+            "label": label,
+            "style": style,
+            "split": "test" if style == "photo" else "train",
+            "aspect_ratio": "1:1",
+        }
+        for n, (label, style) in enumerate(itertools.product(fruits, styles))
+    ]
+)
+table
+"""),
+    code("""
+import nanobanana_magic
+
+images = nanobanana_magic.generate_many(table)
+[(g.status, g.path.name) for g in images[:3]]
+"""),
+    md("""
+Running the same table again costs nothing: the rows that finished are answered from their saved
+files, and a row still pending (say the kernel was restarted mid-batch) is attached to, not paid for again.
+"""),
+    code("""
+again = nanobanana_magic.generate_many(table)
+print(sum(g.cached for g in again), "of", len(again), "answered from the cache")
+"""),
+    md("""
+## A sweep into the same dataset
+
+A sweep's prompt variables (here `subject`) are kept with each image too, and its parameters
+(`aspect_ratio`, `resolution`) are columns of every export anyway.
+"""),
+    code("""
+subjects = ["a red fox", "a snowy owl", "a hedgehog"]
+"""),
+    code("""
+%%nanobanana --sweep aspect_ratio=1:1,16:9 --sweep resolution=1K,2K --sweep subject=@subjects
+{subject} in a field guide, flat colours
+"""),
+    md("""
+## One export
+
+`%nanobanana export --format imagefolder PATH` writes every generation of this folder's run log:
+the images, one `metadata.jsonl` per split (the `split` column; rows without one go to `train`)
+and a `README.md` dataset card. `--format webdataset` writes tar shards instead, and
+`--since 2h` keeps only the recent tasks.
+"""),
+    code("%nanobanana export --format imagefolder dataset"),
+    code("""
+print(open("dataset/README.md").read())
+"""),
+    md("""
+Exporting again is incremental and idempotent: only new images are added, and nothing already
+exported is written again. The Python API does the same:
+"""),
+    code("""
+print(nanobanana_magic.export("dataset/", format="imagefolder"))
+"""),
+    md("""
+## Loaded back with 🤗 datasets
+"""),
+    code("""
+from datasets import load_dataset
+
+ds = load_dataset("imagefolder", data_dir="dataset")
+ds
+"""),
+    code("""
+import base64
+import html
+import io
+
+from IPython.display import HTML
+
+
+def thumbnail(image, px=150):
+    image = image.convert("RGB")
+    image.thumbnail((px, px))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def labelled_grid(rows, columns=6):
+    cells = []
+    for row in rows:
+        label = row["label"] or row["subject"]
+        detail = f"{row['split'] or 'train'} · {row['aspect_ratio']} · {row['resolution']}"
+        cells.append(
+            f"<figure style='margin:4px;text-align:center'><img src='{thumbnail(row['image'])}'>"
+            f"<figcaption style='font-size:11px'><b>{html.escape(label)}</b><br>{html.escape(detail)}</figcaption></figure>"
+        )
+    style = f"display:grid;grid-template-columns:repeat({columns},auto);align-items:end"
+    return HTML(f"<div style='{style}'>{''.join(cells)}</div>")
+
+
+labelled_grid([row for split in ds for row in ds[split]])
+"""),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(
         cells=cells,
@@ -528,3 +663,4 @@ if __name__ == "__main__":
     write("reproducible-research.ipynb", RESEARCH)
     write("control-panel.ipynb", PANEL)
     write("editing.ipynb", EDITING)
+    write("dataset.ipynb", DATASET)

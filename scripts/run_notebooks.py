@@ -1,5 +1,9 @@
 """Execute notebooks headless against the bundled emulator; write build/<name>.ipynb and .html.
 
+Each notebook runs in a working directory of its own, build/<name>/, emptied first, so its
+`nanobanana_outputs` (images, run log, history) and anything it writes (an export) are its
+own: one tutorial's history never shows another's runs.
+
 Used by `make demo`. Usage: python scripts/run_notebooks.py notebooks/quickstart.ipynb [...]
 """
 
@@ -28,17 +32,27 @@ from nanobanana_magic.notebook.emulator_process import EmulatorProcess  # noqa: 
 DEMO_KEY = "emulator-demo-key"  # the emulator's own key: not a secret
 
 
+def workdir(path: Path, build: Path) -> Path:
+    """The notebook's own working directory under `build`."""
+    return build / path.stem
+
+
 def execute(path: Path, build: Path, env: dict[str, str], config: list[str] = ()) -> tuple[Path, Path, int]:
     notebook = nbformat.read(path, as_version=4)
+    cwd = workdir(path, build)
+    shutil.rmtree(cwd, ignore_errors=True)  # a demo starts from scratch
+    cwd.mkdir(parents=True)
     client = NotebookClient(
         notebook,
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(build)}},
+        resources={"metadata": {"path": str(cwd)}},
         extra_arguments=list(config),  # --NanoBananaMagics.x=... : what ipython_config.py would set
     )
     saved = dict(os.environ)
-    os.environ.update(env)  # the kernel inherits the environment of this process
+    # The kernel inherits this environment; datasets (the dataset notebook) keeps its cache in the
+    # working directory and never looks for a hub: everything it loads is local.
+    os.environ.update(env, HF_HOME=str(cwd / ".hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     try:
         client.execute()
     finally:
@@ -81,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     args.build.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(args.build / "nanobanana_outputs", ignore_errors=True)  # a demo starts from scratch
     shutil.rmtree(args.build / "uploads", ignore_errors=True)
     emulator = EmulatorProcess.start(latency=args.latency, extra_args=["--api-key", DEMO_KEY])
     print(f"emulator: {emulator.url}")
     env = {"NANOBANANA_BASE_URL": emulator.url, "NANOBANANA_API_KEY": DEMO_KEY}
+    for name in ("NANOBANANA_OUTPUT_DIR", "NANOBANANA_UPLOAD_TO"):
+        os.environ.pop(name, None)  # each notebook's outputs stay in its own folder
     # Reference images that are local files go to this folder, served over HTTP for the emulator to
     # fetch: the stand-in for a bucket (editing.ipynb). Its URL is only known once it listens.
     uploads = args.build / "uploads"
@@ -103,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {images} images, {time.monotonic() - started:.1f} s")
             print(f"  notebook: {out_ipynb.relative_to(ROOT) if out_ipynb.is_relative_to(ROOT) else out_ipynb}")
             print(f"  page:     {out_html.relative_to(ROOT) if out_html.is_relative_to(ROOT) else out_html}")
+            print(f"  outputs:  {workdir(path, args.build) / 'nanobanana_outputs'}")
     finally:
         emulator.stop()
         server.stop()
-    print(f"images saved under {args.build / 'nanobanana_outputs'}")
     return 0
 
 

@@ -378,3 +378,174 @@ def test_a_directory_holding_other_files_or_the_other_format_is_refused(tmp_path
     export_webdataset(records, tmp_path / "shards", source_dir=source, endpoint=ENDPOINT)
     with pytest.raises(NanoBananaError, match="holds a webdataset export"):
         export_imagefolder(records, tmp_path / "shards", source_dir=source, endpoint=ENDPOINT)
+
+
+# -- from a batch of rows to an export, through the session and the magics --------------------
+
+
+class Frame:
+    """DataFrame-like: pandas is not a dependency, `.to_dict("records")` is all generate_many reads."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def to_dict(self, orient: str) -> list[dict]:
+        assert orient == "records"
+        return [dict(r) for r in self.rows]
+
+
+def _table(n: int = 6) -> Frame:
+    return Frame(
+        [
+            {
+                "prompt": f"a labelled fruit {i}",
+                "label": "apple" if i % 2 else "pear",
+                "split": "test" if i == 1 else "train",
+                "id": i,
+                "resolution": "2K" if i == 2 else float("nan"),  # an empty cell: the default
+                "aspectRatio": "4:3",
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def _magics(shell):
+    return shell.magics_manager.registry["NanoBananaMagics"]
+
+
+def test_generate_many_takes_a_dataframe_and_keeps_the_other_columns_as_metadata(shell, emulator):
+    import nanobanana_magic
+
+    gens = nanobanana_magic.generate_many(_table())
+    assert [g.status for g in gens] == ["succeeded"] * 6
+    bodies = [g.request for g in gens]
+    assert [b["resolution"] for b in bodies] == ["1K", "1K", "2K", "1K", "1K", "1K"]
+    assert {b["aspectRatio"] for b in bodies} == {"4:3"} and "label" not in bodies[0]
+    entries = {e.task_id: e for e in _magics(shell).session.store.entries()}
+    assert [entries[g.task_id].metadata for g in gens][:2] == [
+        {"label": "pear", "split": "train", "id": 0},
+        {"label": "apple", "split": "test", "id": 1},
+    ]
+
+
+def test_generate_many_uses_the_configured_defaults_for_missing_columns(shell, emulator):
+    import nanobanana_magic
+
+    shell.run_cell("%config NanoBananaMagics.output_format = 'jpg'")
+    (gen,) = nanobanana_magic.generate_many([{"prompt": "a configured row", "tag": "x"}])
+    assert gen.request["outputFormat"] == "jpg"
+
+
+def test_a_bad_row_is_a_one_line_error_naming_it_and_nothing_is_sent(shell, emulator):
+    import nanobanana_magic
+
+    rows = [{"prompt": "fine"}, {"prompt": "bad ratio", "aspect_ratio": "7:3"}]
+    with pytest.raises(NanoBananaError, match=r"^row 1: aspect ratio '7:3' is not supported"):
+        nanobanana_magic.generate_many(rows)
+    with pytest.raises(NanoBananaError, match=r"^row 0: no prompt; a row needs a 'prompt' column \(it has label\)"):
+        nanobanana_magic.generate_many([{"label": "cat"}])
+    assert emulator.submit_count == 0
+
+
+def test_running_the_same_batch_again_is_cached_for_what_finished_and_attaches_to_what_is_pending(shell, emulator):
+    import nanobanana_magic
+    from nanobanana_magic.runtime.batch import as_rows
+    from nanobanana_magic.session.session import Session
+
+    rows = _table(4).to_dict("records")
+    session = _magics(shell).session
+    finished = session.generate_many(rows[:2])
+    emulator.latency = None  # the other two are paid for, then the kernel "dies" before they end
+    pending = [session.submit(row.request, metadata=row.metadata) for row in as_rows(rows[2:])]
+    assert not any(g.done for g in pending)
+    session.close()  # the kernel dies: nothing polls its tasks any more
+    _magics(shell).session = Session(session.settings)  # a restarted kernel: same folder, nothing in memory
+    emulator.finish_all()
+    again = nanobanana_magic.generate_many(Frame(rows))
+    assert emulator.submit_count == 4
+    assert [g.cached for g in again] == [True, True, False, False]
+    assert [g.resumed for g in again[2:]] == [True, True] and all(g.status == "succeeded" for g in again)
+    assert [g.task_id for g in again] == [g.task_id for g in finished + pending]
+
+
+def test_export_command_writes_an_imagefolder_that_datasets_loads_with_labels(shell, emulator, tmp_path, hf, capsys):
+    import nanobanana_magic
+
+    shell.user_ns["rows"] = _table()
+    shell.run_cell("gens = __import__('nanobanana_magic').generate_many(rows)")
+    shell.run_cell("%%nanobanana\na forbidden extra")  # failed: skipped, with the reason
+    dest = tmp_path / "dataset"
+    capsys.readouterr()
+    assert shell.run_cell(f"%nanobanana export --format imagefolder {dest}").success
+    report = f"imagefolder export to {dest}: 6 added, 0 unchanged, 1 skipped (1 failed)"
+    assert capsys.readouterr().out.strip() == report
+    ds = hf("imagefolder", data_dir=str(dest))
+    assert {name: ds[name].num_rows for name in ds} == {"train": 5, "test": 1}
+    assert ds["test"][0]["label"] == "apple" and ds["test"][0]["id"] == 1 and ds["test"][0]["aspect_ratio"] == "4:3"
+    card = (dest / "README.md").read_text()
+    assert f"`{emulator.base_url}/` (6 images)" in card or f"`{emulator.base_url}` (6 images)" in card
+
+    before = _snapshot(dest)
+    capsys.readouterr()
+    assert shell.run_cell(f"%nanobanana export {dest}").success  # the format of the export already there
+    assert "0 added, 6 unchanged" in capsys.readouterr().out
+    assert _snapshot(dest) == before
+    report = nanobanana_magic.export(str(dest) + "/", format="imagefolder")
+    assert (report.added, report.unchanged) == (0, 6) and _snapshot(dest) == before
+
+
+def test_python_export_writes_webdataset_shards_with_the_metadata(shell, emulator, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    import nanobanana_magic
+
+    nanobanana_magic.generate_many(_table(3))
+    report = nanobanana_magic.export(str(tmp_path / "shards"), format="webdataset")
+    assert (report.added, report.format) == (3, "webdataset")
+    samples = list(wds.WebDataset(str(tmp_path / "shards" / "shard-000000.tar"), shardshuffle=False).decode("pil"))
+    assert sorted(s["json"]["label"] for s in samples) == ["apple", "pear", "pear"]
+    assert all(s["png"].size for s in samples)
+
+
+def test_sweep_variables_are_kept_as_metadata(shell, emulator, tmp_path):
+    shell.user_ns["animals"] = ["a fox", "an owl"]
+    assert shell.run_cell("%%nanobanana --sweep animal=@animals -o g\n{animal} at night").success
+    entries = {e.task_id: e for e in _magics(shell).session.store.entries()}
+    assert [entries[g.task_id].metadata for g in shell.user_ns["g"]] == [{"animal": "a fox"}, {"animal": "an owl"}]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl", ".md"])
+def test_file_exports_carry_the_metadata_columns(shell, emulator, tmp_path, suffix):
+    import nanobanana_magic
+
+    nanobanana_magic.generate_many(_table(2))
+    path = tmp_path / f"runs{suffix}"
+    assert shell.run_cell(f"%nanobanana export {path}").success
+    text = path.read_text()
+    assert "label" in text and "apple" in text and "pear" in text
+    if suffix == ".csv":
+        import csv
+
+        rows = list(csv.DictReader(text.splitlines()))
+        assert [r["label"] for r in rows] == ["pear", "apple"] and rows[1]["split"] == "test"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%nanobanana export /proc/x.csv", "cannot write the export /proc/x.csv"),
+        ("%nanobanana export {tmp}/a-dir.csv", "cannot write the export"),
+        ("%nanobanana export {tmp}/dataset", "does not say what to write"),
+        ("%nanobanana export --format imagefolder /proc/dataset", "cannot create the export directory /proc/dataset"),
+        ("%nanobanana export --format imagefolder {tmp}/a-file.txt", "is a file"),
+        ("%nanobanana export --format tarball {tmp}/x", "invalid choice: 'tarball'"),
+    ],
+)
+def test_an_odd_export_path_is_a_one_line_error(shell, emulator, tmp_path, line, message):
+    (tmp_path / "a-dir.csv").mkdir()
+    (tmp_path / "a-file.txt").write_text("x")
+    shell.run_cell("%%nanobanana\nsomething to export")
+    result = shell.run_cell(line.format(tmp=tmp_path))
+    assert result.error_in_exec is not None
+    text = str(result.error_in_exec)
+    assert message in text and "\n" not in text.strip()

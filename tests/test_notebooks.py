@@ -26,6 +26,10 @@ def test_notebook_executes_headless_and_holds_its_images(path, emulator, kernel_
     for name, value in kernel_env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("NANOBANANA_OUTPUT_DIR")  # the notebooks use the default, relative to their folder
+    # dataset.ipynb loads its export with `datasets`: its cache in tmp_path, and no hub to look for.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / ".hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

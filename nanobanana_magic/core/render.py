@@ -225,7 +225,7 @@ def grid_text(axes: Sequence[Axis], cells: Sequence[GenerationView | None]) -> s
         if gen is None:
             state = "not submitted"
         elif gen.state is TaskState.FAILED:
-            state = f"failed: {gen.error}"
+            state = f"failed: {_reason(gen)}"
         else:
             state = gen.status + (f" {gen.path}" if gen.path else "")
         lines.append(f"  {label}: {state}")
@@ -269,7 +269,14 @@ def _grid_cell(
         )
     if gen.state is TaskState.PENDING:
         return f"<td style='{GRID_CELL};color:#666'>{label}⏳ {gen.elapsed:.0f} s</td>"
-    return f"<td style='{GRID_CELL};color:#b00020'>{label}{html.escape(gen.error or gen.status)}</td>"
+    return f"<td style='{GRID_CELL};color:#b00020'>{label}{html.escape(_reason(gen) or gen.status)}</td>"
+
+
+def _reason(gen: GenerationView) -> str:
+    """Why a cell of a grid failed, without the `task ID failed:` that its position already says."""
+    reason = gen.error or ""
+    prefix = f"task {gen.task_id} failed: "
+    return reason[len(prefix) :] if reason.startswith(prefix) else reason
 
 
 def grid_bundle(axes: Sequence[Axis], cells: Sequence[GenerationView | None], thumbs: Mapping[str, bytes]) -> Bundle:

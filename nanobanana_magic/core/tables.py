@@ -101,6 +101,11 @@ def history_bundle(
     return {"text/plain": text, "text/html": markup}
 
 
+def markdown_bundle(text: str) -> dict:
+    """Markdown that a notebook renders as a table; the same text where nothing renders it."""
+    return {"text/markdown": text, "text/plain": text.rstrip("\n")}
+
+
 def config_bundle(settings: Mapping[str, Any]) -> dict:
     rows = [
         [name, repr(value) if not isinstance(value, str) or name != "api_key" else value]

@@ -13,6 +13,7 @@ from IPython.display import display
 
 from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.secret import ApiKey, mask
+from ..runtime.provenance import EXPORT_FORMATS, SINCE_SYNTAX
 from .kernel import stopped_waiting
 
 if TYPE_CHECKING:
@@ -21,14 +22,15 @@ if TYPE_CHECKING:
 Command = Callable[["NanoBananaMagics", str], Any]
 COMMANDS: dict[str, Command] = {}
 
-SINCE_HELP = "only tasks submitted since WHEN: 30m, 2h, 7d ago, or a date 2026-11-24 or '2026-11-24 10:30'"
+SINCE_HELP = f"only tasks submitted since WHEN: {SINCE_SYNTAX}"
 
 
-def command(name: str) -> Callable[[Callable], Command]:
-    """Register `func(magics, args)` as `%nanobanana NAME`; its `@argument`s make the parser and help."""
+def command(name: str, epilog: str = "") -> Callable[[Callable], Command]:
+    """Register `func(magics, args)` as `%nanobanana NAME`; its `@argument`s make the parser and help
+    (`epilog`: examples shown at the end of `%nanobanana NAME --help`)."""
 
     def decorate(func: Callable) -> Command:
-        func = kwds(formatter_class=argparse.RawDescriptionHelpFormatter)(func)
+        func = kwds(formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog.strip("\n") or None)(func)
         func = magic_arguments(f"%nanobanana {name}")(func)
         parser = func.parser  # type: ignore[attr-defined]  # set by magic_arguments
 
@@ -46,12 +48,30 @@ def command(name: str) -> Callable[[Callable], Command]:
     return decorate
 
 
+def cell_help_transformer(lines: list[str]) -> list[str]:
+    """An IPython input transformer: `%%nanobanana --help` with an empty body becomes
+    `%nanobanana help cell`, since IPython refuses a cell magic without a body before calling it."""
+    if not lines or not lines[0].lstrip().startswith("%%nanobanana") or any(line.strip() for line in lines[1:]):
+        return lines
+    rest = lines[0].lstrip()[len("%%nanobanana") :]
+    if rest[:1] not in ("", " ", "\t", "\n") or not _wants_help(rest):
+        return lines
+    return ["%nanobanana help cell\n"]
+
+
 def _wants_help(rest: str) -> bool:
     try:
         words = shlex.split(rest)
     except ValueError:
         return False
     return any(word in ("-h", "--help") for word in words)
+
+
+HELP_NOTES = f"""
+Formats: history --format table|json|csv|markdown; export --format {"|".join(EXPORT_FORMATS)}
+  (default: from PATH's suffix; imagefolder and webdataset write a dataset directory).
+WHEN (--since): {SINCE_SYNTAX}.
+%nanobanana help COMMAND, or %nanobanana COMMAND --help, explains one command with examples."""
 
 
 @command("help")
@@ -66,6 +86,7 @@ def cmd_help(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
             print(magics.nanobanana_cell.parser.format_help())
             return
         print(help_text(magics.nanobanana_cell.parser.format_help(), COMMANDS, hint_text("settings")))
+        print(HELP_NOTES)
         return
     handler = COMMANDS.get(args.topic)
     if handler is None:
@@ -87,6 +108,10 @@ def cmd_panel(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
 def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """Block until the named (default: all pending) tasks of this kernel end, updating their outputs."""
     waited = magics.session.resolve(args.task_ids)
+    if not waited:
+        magics.settle_background_outputs()
+        print("no pending tasks in this kernel; nothing to wait for")
+        return
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         for generation in waited:
@@ -95,15 +120,24 @@ def cmd_wait(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
                 break
     except KeyboardInterrupt:
         magics.settle_background_outputs()
-        raise stopped_waiting() from None
+        raise stopped_waiting(batch=len(waited) > 1) from None
     magics.settle_background_outputs()
+    print(wait_summary(waited, args.timeout))
+
+
+def wait_summary(waited: list, timeout: float | None) -> str:
+    """`waited for 3 tasks: 2 done, 1 pending, 0 failed`, counting only the tasks waited for."""
     ended = [g for g in waited if g.done]
     failed = sum(1 for g in ended if g.status != "succeeded")
     still = len(waited) - len(ended)
+    noun = "task" if len(waited) == 1 else "tasks"
     line = f"{len(ended) - failed} done, {still} pending, {failed} failed"
-    if still and args.timeout is not None:
-        line += f" (stopped waiting after {args.timeout:g} s; the tasks go on)"
-    print(line)
+    if still:
+        shown = f"{timeout:g} s" if timeout is not None else "the timeout"
+        return (
+            f"stopped waiting after {shown} for {len(waited)} {noun}: {line}; the pending ones go on (%nanobanana wait)"
+        )
+    return f"waited for {len(waited)} {noun}: {line}"
 
 
 @command("status")
@@ -162,29 +196,40 @@ def cmd_resume(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
         magics.settle_background_outputs()
 
 
-@command("history")
+@command(
+    "history",
+    epilog="""
+Examples:
+  %nanobanana history -n 5
+  %nanobanana history --since 2h --format markdown
+  %nanobanana history --format json -o records      (records: a list of dicts)
+""",
+)
 @argument("-n", type=int, default=20, metavar="N", help="show the newest N (default 20; 0 = all)")
 @argument(
     "--format",
     default="table",
     choices=["table", "json", "csv", "markdown"],
-    help="table (default), json, csv or markdown",
+    help="table (default: text, and HTML with thumbnails in a notebook), json, csv or markdown "
+    "(a rendered table in a notebook)",
 )
 @argument("--since", metavar="WHEN", help=SINCE_HELP)
 @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
 def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """This directory's run log, newest first; pending tasks marked, full task ids."""
-    from ..core.tables import history_bundle
+    from ..core.tables import history_bundle, markdown_bundle
     from ..runtime import provenance
     from ..runtime.previews import cached_preview
 
     store = magics.session.store
-    since = provenance.parse_since(args.since) if args.since else None
-    entries = list(reversed(provenance.select(store.entries(), since)))
+    entries = list(reversed(provenance.read_entries(store, args.since)))
     if args.n:
         entries = entries[: args.n]
     if args.out:
         magics.user_ns[args.out] = [provenance.record(e, store) for e in entries]
+    if args.format == "markdown":
+        display(markdown_bundle(provenance.render(entries, store, "markdown")), raw=True)
+        return
     if args.format != "table":
         print(provenance.render(entries, store, args.format), end="")
         return
@@ -209,18 +254,41 @@ def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     display(history_bundle(entries, str(store.output_dir), paths, thumbs, note), raw=True)
 
 
-@command("export")
-@argument("path", metavar="PATH", help="file to write: .json, .jsonl, .csv or .md")
+@command(
+    "export",
+    epilog="""
+Examples:
+  %nanobanana export provenance/generations.csv
+  %nanobanana export --since 7d runs.jsonl
+  %nanobanana export --format imagefolder dataset
+  %nanobanana export --format webdataset shards
+
+A batch's other columns (label, split, id, ...) go into every export; a `split`
+column makes split folders. Load an imagefolder export with
+  datasets.load_dataset("imagefolder", data_dir="dataset")
+""",
+)
+@argument(
+    "path",
+    metavar="PATH",
+    help="where to write: a file (.csv, .json, .jsonl, .md) or a dataset directory (with --format)",
+)
 @argument("--since", metavar="WHEN", help=SINCE_HELP)
+@argument(
+    "--format",
+    choices=EXPORT_FORMATS,
+    help="default: from PATH's suffix (or the export already at PATH). "
+    "imagefolder: the images and a metadata.jsonl, load_dataset('imagefolder', data_dir=PATH) loads it; "
+    "webdataset: tar shards of KEY.png + KEY.json. Both add a README.md dataset card, and exporting "
+    "again adds only the new images",
+)
 def cmd_export(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
-    """Write every generation of this directory (full request, times, status, file, sha256) to PATH."""
+    """Write the generations of this directory (request, metadata, times, file, sha256) to PATH: a file or a dataset."""
     from ..runtime import provenance
 
-    store = magics.session.store
-    since = provenance.parse_since(args.since) if args.since else None
-    entries = provenance.select(store.entries(), since)
-    path = provenance.export(args.path, entries, store)
-    print(f"wrote {len(entries)} generation(s) to {path}")
+    session = magics.session
+    entries = provenance.read_entries(session.store, args.since)
+    print(provenance.export(args.path, entries, session.store, fmt=args.format, endpoint=session.settings.base_url))
 
 
 @command("verify")

@@ -16,8 +16,12 @@ def load(shell: Any) -> None:
 
     if _state.get("shell") is shell:
         return
+    from .commands import cell_help_transformer
+
     magics = NanoBananaMagics(shell=shell)
     shell.register_magics(magics)
+    if cell_help_transformer not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.append(cell_help_transformer)  # `%%nanobanana --help`, no body
     shell.configurables.append(magics)  # so that %config NanoBananaMagics lists its settings
     # IPython has one custom-exception slot: keep what another extension put there, and hand it
     # every exception that is not ours.
@@ -35,6 +39,10 @@ def unload(shell: Any) -> None:
     config_magic = _state.get("config_magic")
     if config_magic is not None:
         shell.magics_manager.magics["line"]["config"] = config_magic
+    from .commands import cell_help_transformer
+
+    if cell_help_transformer in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(cell_help_transformer)
     exceptions, handler = _state.get("previous", ((), None))
     if exceptions and handler is not None:
         shell.custom_exceptions, shell.CustomTB = exceptions, handler

@@ -11,10 +11,11 @@ class WaitInterrupted(KeyboardInterrupt):
     """Ctrl-C or a kernel interrupt stopped a wait; the task goes on. Shown as one line, like our errors."""
 
 
-def stopped_waiting() -> WaitInterrupted:
-    from ..core.hints import hint_text
+def stopped_waiting(*, batch: bool = False) -> WaitInterrupted:
+    """The interrupt to raise when Ctrl-C stopped a wait: the same words in a terminal and a kernel."""
+    from .progress import stopped_text
 
-    return WaitInterrupted(f"stopped waiting; {hint_text('stopped')}")
+    return WaitInterrupted(stopped_text(batch=batch))
 
 
 class KernelBridge:

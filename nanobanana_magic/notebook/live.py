@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from IPython.display import display
 
 from ..core.errors import NanoBananaError
-from ..core.hints import hint_text, with_hint
+from ..core.hints import with_hint
 from ..core.render import Axis, Bundle, bundle_for, grid_bundle, status_bundle
+from .progress import stopped_text
 
 if TYPE_CHECKING:
     from ..runtime.generation import Generation
@@ -81,7 +82,7 @@ class LiveOutput:
             self._ended_shown = True
 
     def stopped_waiting(self) -> None:
-        text = f"stopped waiting; {hint_text('stopped')}"
+        text = stopped_text()
         with self._lock:
             self._stopped_waiting = True
             self.bridge.update(self.handle, {"text/plain": text}, {})

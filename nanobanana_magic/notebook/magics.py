@@ -343,9 +343,11 @@ class NanoBananaMagics(Magics, SettingsTraits):
     def run_sweep(self, args: argparse.Namespace, cell: str) -> None:
         """Every combination of the --sweep values, as one batch, shown as a grid that fills in."""
         from ..core.interpolate import template_names
+        from ..core.params import BY_NAME
         from ..core.render import combinations
         from ..core.sweep import parse_sweeps
         from ..core.tables import sweep_dry_run_bundle
+        from ..runtime.batch import Row, plain
         from .live import LiveGrid, SweepCells
         from .progress import Progress
 
@@ -361,6 +363,11 @@ class NanoBananaMagics(Magics, SettingsTraits):
             return
         # One set of references for every combination: uploaded once, identified by content in each key.
         references = self.session.references_for(sources, self.user_ns) if sources else []
+        # A prompt variable's value is no parameter of the request: keep it with the task (and its exports).
+        rows = [
+            Row(request, {k: plain(v) for k, v in combo.items() if k not in BY_NAME})
+            for request, combo in zip(requests, combos)
+        ]
         cells = SweepCells(axes, len(requests))
         bound: list[Generation | None] = [None] * len(requests)
         if args.out:
@@ -385,12 +392,12 @@ class NanoBananaMagics(Magics, SettingsTraits):
         )
         if live is not None and not self.should_wait(args.wait):
             self.session.check_budget(requests, force=args.force)  # here: a sweep's own thread has no cell to fail
-            self.session.start_many(requests, **options)
+            self.session.start_many(rows, **options)
             return
         try:
-            self.session.generate_many(requests, **options)
+            self.session.generate_many(rows, **options)
         finally:
-            progress.finish()
+            progress.finish()  # before the summary: no progress line is drawn after it
         if live is not None:
             live.refresh(force=True)
         else:
@@ -453,7 +460,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
                 print("\r" + status_text(generation), end="", flush=True)
                 generation.join(0.5)
         except KeyboardInterrupt:
-            print()  # end the status line
+            print()  # end the status line; the one line that follows says what LiveOutput says in a kernel
             raise stopped_waiting() from None
         print("\r" + " " * 100 + "\r", end="")
         if generation.status == "succeeded":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..core.errors import NanoBananaError, RateLimitError
 from ..http.retry import RetryPolicy
@@ -19,7 +20,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nanobanana_magic")
 
-Submit = Callable[["GenerationRequest"], "Generation"]
+
+class HasBody(Protocol):
+    """A batch item: a GenerationRequest, or a Row that carries one."""
+
+    def to_body(self) -> dict[str, Any]: ...
+
+
+Item = TypeVar("Item", bound=HasBody)
+Submit = Callable[[Item], "Generation"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,15 @@ class BatchProgress:
 
 
 OnProgress = Callable[[BatchProgress], None]
+#: The note of an interrupted batch, the same in a terminal and a kernel.
+INTERRUPTED = "interrupted: the tasks already submitted go on"
 #: After the connection's own retries, a still rate-limited batch waits and tries again, patiently.
 RATE_LIMIT_PAUSES = RetryPolicy(retries=1_000_000, backoff=2.0, backoff_max=60.0, jitter=0.25)
 
 
 def run_batch(
-    requests: Iterable[GenerationRequest],
-    submit: Submit,
+    requests: Iterable[Item],
+    submit: Submit[Item],
     *,
     concurrency: int = 4,
     on_progress: OnProgress | None = None,
@@ -58,7 +69,9 @@ def run_batch(
     """Submit every request, at most `concurrency` pending at once; the `Generation`s in input order.
 
     Rate limits slow the batch down instead of failing it. Ctrl-C stops submitting;
-    tasks already submitted stay in the run log and keep being polled.
+    tasks already submitted stay in the run log and keep being polled. `on_progress` hears
+    nothing after this returns or raises (a task's late listener must not redraw a line that
+    the caller has already closed).
     """
     requests = list(requests)
     started = time.monotonic()
@@ -66,6 +79,7 @@ def run_batch(
     slots = threading.Semaphore(max(1, concurrency))
     changed = threading.Condition()  # guards released
     released: set[int] = set()  # indexes whose slot was given back
+    closed = threading.Event()  # set once the final report is made
 
     def release(index: int, generation: Generation) -> None:
         if not generation.done:
@@ -81,8 +95,10 @@ def run_batch(
         release(index, generation)
         report()
 
-    def report(note: str = "") -> None:
-        if on_progress is not None:
+    def report(note: str = "", *, final: bool = False) -> None:
+        if on_progress is not None and not closed.is_set():
+            if final:
+                closed.set()
             made = [g for g in results if g is not None]
             on_progress(
                 BatchProgress(
@@ -109,13 +125,13 @@ def run_batch(
                 changed.wait(0.2)
                 report()
     except KeyboardInterrupt:
-        report("interrupted: the tasks already submitted go on")
+        report(INTERRUPTED, final=True)
         raise
-    report()
+    report(final=True)
     return [g for g in results if g is not None]
 
 
-def _submit_patiently(submit: Submit, request: GenerationRequest, report: Callable[[str], None]) -> Generation:
+def _submit_patiently(submit: Submit[Item], request: Item, report: Callable[[str], None]) -> Generation:
     attempt = 0
     while True:
         try:
@@ -127,10 +143,10 @@ def _submit_patiently(submit: Submit, request: GenerationRequest, report: Callab
             time.sleep(pause)
 
 
-def submit_or_record_failure(submit: Submit) -> Submit:
+def submit_or_record_failure(submit: Submit[Item]) -> Submit[Item]:
     """Wrap `submit` so that a refused request becomes a failed Generation instead of stopping the batch."""
 
-    def wrapped(request: GenerationRequest) -> Generation:
+    def wrapped(request: Item) -> Generation:
         try:
             return submit(request)
         except RateLimitError:
@@ -143,18 +159,103 @@ def submit_or_record_failure(submit: Submit) -> Submit:
     return wrapped
 
 
-def as_requests(items: Sequence[Any]) -> list[GenerationRequest]:
-    """Accept GenerationRequests, dicts of parameters, or plain prompt strings."""
-    from ..core.params import BY_NAME, GenerationRequest
+@dataclass(frozen=True)
+class Row:
+    """One item of a batch: the request to send and the row's other columns (kept in the run log)."""
 
-    out = []
-    for item in items:
-        if isinstance(item, GenerationRequest):
-            out.append(item)
-        elif isinstance(item, str):
-            out.append(GenerationRequest(prompt=item))
-        elif set(item) - set(BY_NAME):  # a JSON body (camelCase), e.g. from an export
-            out.append(GenerationRequest.from_body(item))
-        else:
-            out.append(GenerationRequest(**dict(item)))
-    return out
+    request: GenerationRequest
+    metadata: dict[str, Any]
+
+    def to_body(self) -> dict[str, Any]:
+        return self.request.to_body()
+
+
+def as_rows(items: Any, defaults: Mapping[str, Any] | None = None) -> list[Row]:
+    """Rows from prompts, GenerationRequests, dicts, or a DataFrame-like object (`.to_dict("records")`).
+
+    In a dict, the keys that are parameters (`aspect_ratio` or the body's `aspectRatio`) make the
+    request, with `defaults` for the ones it lacks (an empty or NaN cell counts as lacking); the
+    other keys (a label, a split, an id) are the row's metadata. Every row is checked before
+    anything is sent: a bad one is a one-line error naming it.
+    """
+    from ..core.errors import InvalidRequestError
+
+    if callable(getattr(items, "to_dict", None)) and not isinstance(items, Mapping):
+        items = items.to_dict("records")  # a pandas (or polars-like) DataFrame
+    if isinstance(items, (str, Mapping)):
+        items = [items]
+    rows = []
+    for number, item in enumerate(items):
+        try:
+            rows.append(_row(item, defaults or {}))
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"row {number}: {exc}") from None
+    return rows
+
+
+def _row(item: Any, defaults: Mapping[str, Any]) -> Row:
+    from ..core.errors import InvalidRequestError
+    from ..core.params import BY_JSON, BY_NAME, GenerationRequest
+
+    if isinstance(item, Row):
+        return item
+    if isinstance(item, GenerationRequest):
+        return Row(item, {})
+    if isinstance(item, str):
+        return Row(GenerationRequest(prompt=item, **_given(defaults)), {})
+    if not isinstance(item, Mapping):
+        raise InvalidRequestError(
+            f"{type(item).__name__} is not a batch row; give a prompt, a dict or a GenerationRequest"
+        )
+    values: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for key, value in item.items():
+        param = BY_NAME.get(str(key)) or BY_JSON.get(str(key))
+        if param is None:
+            metadata[str(key)] = plain(value)
+        elif not _missing(value):
+            values[param.name] = value
+    if "prompt" not in values:
+        raise InvalidRequestError(f"no prompt; a row needs a 'prompt' column (it has {', '.join(map(str, item))})")
+    prompt = values.pop("prompt")
+    return Row(GenerationRequest(prompt=prompt, **{**_given(defaults), **values}), metadata)
+
+
+def _given(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in defaults.items() if k != "prompt" and not _missing(v)}
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN (a DataFrame's empty cell) or pandas' NA."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN is the one value unequal to itself
+    except TypeError:  # pandas.NA refuses bool()
+        return True
+    except ValueError:  # an array: a value, not a missing one
+        return False
+
+
+def plain(value: Any) -> Any:
+    """A JSON value for the run log: NumPy scalars as Python numbers, NaN as null, other objects as text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    item = getattr(value, "item", None)  # numpy.int64, numpy.bool_, ...
+    if callable(item) and getattr(value, "shape", None) == ():
+        return plain(item())
+    if _missing(value):
+        return None
+    isoformat = getattr(value, "isoformat", None)  # datetime, date, pandas.Timestamp
+    return isoformat() if callable(isoformat) else str(value)
+
+
+def as_requests(items: Any) -> list[GenerationRequest]:
+    """Accept GenerationRequests, dicts of parameters, plain prompt strings or a DataFrame-like object."""
+    return [row.request for row in as_rows(items)]

@@ -392,11 +392,12 @@ class Session:
 
     def generate_many(
         self,
-        requests: Sequence[Any],
+        requests: Any,
         *,
         concurrency: int | None = None,
         force: bool = False,
         timeout: float | None = None,
+        defaults: Mapping[str, Any] | None = None,
         on_submit: OnSubmit | None = None,
         on_progress: OnProgress | None = None,
         references: Sequence[Reference] = (),
@@ -404,17 +405,23 @@ class Session:
     ) -> list[Generation]:
         """A batch through this session (cache, run log, poller); Generations in input order.
 
+        `requests`: prompts, GenerationRequests, dicts or a DataFrame-like object (`runtime.batch.as_rows`):
+        the columns that are parameters make each request (`defaults` for those a row lacks), the others
+        are kept as the row's metadata in the run log. A row equal to a finished one is a cache hit, and
+        one still pending (a batch run again after a restart) is attached to, not paid for again.
         `references` (resolved already, e.g. a sweep's `-i`) go with every request; a dict row may
         carry its own sources under `image_urls` or `references` (files, Generations, PIL images,
         URLs: as `-i` takes them). Every row's references are resolved (and uploaded) before the
         first submit, so a bad one is an error that names its row and nothing is sent.
         """
-        from ..runtime.batch import as_requests, run_batch, submit_or_record_failure
+        from ..runtime.batch import Row, as_rows, run_batch, submit_or_record_failure
 
-        rows = [_split_sources(item) for item in requests]
-        batch = as_requests([item for item, _ in rows])
-        refs_of: dict[int, Sequence[Reference]] = {}  # id(request) → its references
-        for index, ((_, sources), request) in enumerate(zip(rows, batch)):
+        if concurrency is not None and concurrency < 1:
+            raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
+        split = [_split_sources(item) for item in _items(requests)]
+        rows = as_rows([item for item, _ in split], defaults)
+        refs_of: dict[int, Sequence[Reference]] = {}  # id(row) → its references
+        for index, ((_, sources), row) in enumerate(zip(split, rows)):
             refs: Sequence[Reference] = references
             if sources is not None:
                 try:
@@ -422,18 +429,22 @@ class Session:
                 except InvalidRequestError as exc:
                     raise InvalidRequestError(f"row {index}: {exc}", hint=exc.hint) from None
             if refs:
-                batch[index] = request = with_references(request, refs)
-            refs_of[id(request)] = refs
+                rows[index] = row = Row(with_references(row.request, refs), row.metadata)
+            refs_of[id(row)] = refs
+        self.check_budget([row.request for row in rows], force=force)
 
-        if concurrency is not None and concurrency < 1:
-            raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
-        self.check_budget(batch, force=force)
-        submit = submit_or_record_failure(
-            lambda request: self.submit(request, force=force, timeout=timeout, references=refs_of.get(id(request), ()))
-        )
+        def submit(row: Row) -> Generation:
+            return self.submit(
+                row.request,
+                force=force,
+                timeout=timeout,
+                metadata=row.metadata or None,
+                references=refs_of.get(id(row), ()),
+            )
+
         return run_batch(
-            batch,
-            submit,
+            rows,
+            submit_or_record_failure(submit),
             concurrency=concurrency or self.settings.concurrency,
             on_submit=on_submit,
             on_progress=on_progress,
@@ -564,6 +575,15 @@ def cache_identities(references: Sequence[Reference]) -> list[str]:
 def with_references(request: GenerationRequest, references: Sequence[Reference]) -> GenerationRequest:
     """The request carrying the references' URLs as its imageUrls."""
     return request.replace(image_urls=[r.url for r in references])
+
+
+def _items(requests: Any) -> list[Any]:
+    """A batch's items: a DataFrame-like object's records, one item, or the items given."""
+    if callable(getattr(requests, "to_dict", None)) and not isinstance(requests, Mapping):
+        return list(requests.to_dict("records"))
+    if isinstance(requests, (str, Mapping)):
+        return [requests]
+    return list(requests)
 
 
 def _split_sources(item: Any) -> tuple[Any, Any]:
