@@ -135,16 +135,23 @@ def generate_many(
     """
     from .core.params import PARAMETERS
     from .notebook.progress import Progress
-    from .runtime.batch import as_rows
+    from .session.session import batch_items
 
     session, magics = _session()
     defaults = {p.name: getattr(magics, p.name) for p in PARAMETERS if p.configurable} if magics else None
-    items = as_rows(rows, defaults)  # every row checked before anything is sent
+    items = batch_items(rows)
     in_kernel = magics is not None and magics.bridge.in_kernel
     progress = Progress(len(items), widget=in_kernel)
     try:
+        # Every row (and its reference images) is checked before anything is sent.
         return session.generate_many(
-            items, concurrency=concurrency, force=force, timeout=timeout, on_progress=progress.update
+            items,
+            concurrency=concurrency,
+            force=force,
+            timeout=timeout,
+            defaults=defaults,
+            namespace=magics.user_ns if magics else None,
+            on_progress=progress.update,
         )
     finally:
         progress.finish()

@@ -284,8 +284,9 @@ def test_an_interrupted_cell_says_the_same_in_a_terminal_as_in_a_kernel(shell, e
     monkeypatch.setattr(Generation, "join", _interrupted)
     result, out = out_of(shell, capsys, "%%nanobanana --wait -o g\nan interrupted wait")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    terminal = next(line for line in out.splitlines() if line.startswith("stopped"))
-    assert terminal == "stopped waiting; the task is still running: %nanobanana history, %nanobanana wait"
+    said = "stopped waiting; the task is still running: %nanobanana history, %nanobanana wait"
+    terminal = next(line for line in out.splitlines() if "stopped waiting" in line)
+    assert terminal.endswith(f"KeyboardInterrupt\x1b[0m: {said}")  # one line, like our errors
 
     shown = []
 
@@ -297,7 +298,7 @@ def test_an_interrupted_cell_says_the_same_in_a_terminal_as_in_a_kernel(shell, e
 
     monkeypatch.setattr(live, "display", lambda *args, **kwargs: None)
     live.LiveOutput(shell.user_ns["g"], Bridge(), 64, "jpeg").stopped_waiting()
-    assert shown == [terminal]
+    assert shown == [said]
 
 
 def _interrupted(self, timeout=None):
@@ -313,7 +314,7 @@ def test_an_interrupted_wait_command_says_what_an_interrupted_cell_says(shell, e
     monkeypatch.setattr(Generation, "join", _interrupted)
     result, out = out_of(shell, capsys, "%nanobanana wait")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    assert stopped_text() in out.splitlines()
+    assert any(line.endswith(f"KeyboardInterrupt\x1b[0m: {stopped_text()}") for line in out.splitlines())
 
 
 def test_an_interrupted_batch_says_the_same_in_a_terminal_as_in_a_kernel(clock, capsys, monkeypatch):

@@ -418,7 +418,7 @@ class Session:
 
         if concurrency is not None and concurrency < 1:
             raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
-        split = [_split_sources(item) for item in _items(requests)]
+        split = [_split_sources(item) for item in batch_items(requests)]
         rows = as_rows([item for item, _ in split], defaults)
         refs_of: dict[int, Sequence[Reference]] = {}  # id(row) → its references
         for index, ((_, sources), row) in enumerate(zip(split, rows)):
@@ -577,7 +577,7 @@ def with_references(request: GenerationRequest, references: Sequence[Reference])
     return request.replace(image_urls=[r.url for r in references])
 
 
-def _items(requests: Any) -> list[Any]:
+def batch_items(requests: Any) -> list[Any]:
     """A batch's items: a DataFrame-like object's records, one item, or the items given."""
     if callable(getattr(requests, "to_dict", None)) and not isinstance(requests, Mapping):
         return list(requests.to_dict("records"))
