@@ -220,14 +220,17 @@ def test_a_missing_upload_extra_names_the_pip_command(shell, emulator, cat_png, 
     assert "\n" not in str(result.error_in_exec) and emulator.requests == []
 
 
-def test_a_local_file_goes_to_the_served_folder_and_the_emulator_draws_it(shell, emulator, folder_uploads, cat_png):
+def test_a_local_file_goes_to_the_served_folder_and_the_emulator_draws_it(
+    shell, emulator, folder_uploads, cat_png, monkeypatch
+):
     folder, base_url = folder_uploads
-    assert run(shell, "%%nanobanana -i cat.png -i ~/../../" + str(cat_png).lstrip("/") + " -o g\nthe cat").success
+    monkeypatch.setenv("HOME", str(cat_png.parent))
+    assert run(shell, f"%%nanobanana -i cat.png -i ~/cat.png -i '{cat_png}' -o g\nthe cat").success
     digest = sha256(cat_png.read_bytes())
     sent = f"{base_url}/{digest}.png"
     generation = shell.user_ns["g"]
-    assert generation.request["imageUrls"] == [sent, sent]
-    assert emulator.reference_report(generation.task_id) == [(sent, "ok"), (sent, "ok")]
+    assert generation.request["imageUrls"] == [sent, sent, sent]  # relative, ~ and absolute: one object
+    assert emulator.reference_report(generation.task_id) == [(sent, "ok")] * 3
     assert sorted(p.name for p in folder.iterdir()) == [f"{digest}.png"]
     record = submitted_record(shell, generation.task_id)
     assert record["references"][0] == {"source": str(cat_png), "sha256": digest, "url": sent}

@@ -214,6 +214,8 @@ def _short(text: str, limit: int = 60) -> str:
 CELL_EPILOG = """
 The cell body is the prompt (whitespace around it removed). {expression} is
 evaluated in your namespace; {{ and }} are literal braces; --raw turns this off.
+Flag values take {expression} too (not $name); -i {obj} and -i @NAME pass the
+object itself: a Generation, a PIL image, a Path, or a list of these.
 
 Examples:
   %%nanobanana -a 16:9 -r 2K
@@ -221,6 +223,9 @@ Examples:
 
   %%nanobanana -i https://example.org/cat.png -o cat --no-wait
   the same cat, as a banana
+
+  %%nanobanana -i @cat -i photos/hat.jpg
+  the cat from image 1 wearing the hat from image 2
 """
 
 

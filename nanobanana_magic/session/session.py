@@ -568,8 +568,10 @@ class PlannedUploads:
 
 
 def cache_identities(references: Sequence[Reference]) -> list[str]:
-    """Per reference, what identifies its image for the cache: `sha256:<hex>` when known, else the URL."""
-    return [f"sha256:{r.sha256}" if r.sha256 else r.url for r in references]
+    """Per reference, what identifies its image for the cache (`references.cache_identity`)."""
+    from ..runtime.references import cache_identity  # hashlib and friends: not at %load_ext
+
+    return cache_identity(references)
 
 
 def with_references(request: GenerationRequest, references: Sequence[Reference]) -> GenerationRequest:
