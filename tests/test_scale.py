@@ -124,3 +124,94 @@ def test_a_learned_schedule_is_per_resolution(emulator, tmp_path):
         assert not session.schedule("4K").learned  # 4K tasks take longer: 1K history says nothing of them
     finally:
         session.close()
+
+
+# -- cheap results ----------------------------------------------------------------
+
+
+def _jpeg(size: tuple[int, int], quality: int = 85) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def test_a_small_jpeg_that_fits_is_its_own_preview_without_our_metadata():
+    from nanobanana_magic.core.images import embed_metadata, preview_bytes, read_metadata
+
+    original = _jpeg((1024, 768))
+    saved = embed_metadata(original, {"task_id": "t1", "request": {"prompt": "a fox"}})
+    preview = preview_bytes(saved, 1024, "jpeg")
+    assert preview == original  # nothing decoded or re-encoded: only our comment is left out
+    assert read_metadata(preview) is None
+
+
+def test_a_jpeg_larger_than_the_preview_is_still_shrunk():
+    from io import BytesIO
+
+    from PIL import Image
+
+    from nanobanana_magic.core.images import preview_bytes
+
+    preview = preview_bytes(_jpeg((2048, 1024)), 1024, "jpeg")
+    assert Image.open(BytesIO(preview)).size == (1024, 512)
+
+
+def test_the_first_preview_of_a_new_result_does_not_read_the_saved_file_again(emulator, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from nanobanana_magic.http.connection import Connection
+    from nanobanana_magic.runtime.generation import Generation
+    from nanobanana_magic.runtime.store import Store
+
+    emulator.latency = 0.0
+    connection = Connection(api_key=API_KEY, base_url=emulator.base_url)
+    body = GenerationRequest(prompt="read once").to_body()
+    generation = Generation(connection.submit(body), body, api=connection, sink=Store(tmp_path))
+    previews = []
+    generation.add_listener(lambda g: previews.append(g.preview(256)) if g.done else None)
+    reads = []
+    original_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or original_read(self))
+    generation.step()
+    assert generation.status == "succeeded" and previews and previews[0]
+    assert generation.path not in reads  # the bytes just saved made the preview
+    assert generation.preview(256) == previews[0]  # later: from the preview kept beside the file
+    connection.close()
+
+
+def test_learned_durations_follow_the_run_log_as_any_kernel_appends_to_it(tmp_path):
+    from nanobanana_magic.core.states import TaskState
+    from nanobanana_magic.runtime.generation import Outcome
+    from nanobanana_magic.runtime.store import Store
+
+    ours, other_kernel = Store(tmp_path), Store(tmp_path)
+    for n, (resolution, elapsed) in enumerate([("1K", 18.0), ("4K", 31.0), ("1k", 21.0), ("1K", None)]):
+        writer = ours if n % 2 else other_kernel
+        writer.record_submit(f"t{n}", {"prompt": "p", "resolution": resolution}, 1000.0 + n)
+        writer.record_outcome(Outcome(f"t{n}", TaskState.SUCCEEDED, 1030.0 + n, elapsed))
+    ours.record_submit("failed", {"prompt": "p", "resolution": "1K"}, 1010.0)
+    ours.record_outcome(Outcome("failed", TaskState.FAILED, 1020.0, 10.0))
+    ours.record_outcome(Outcome("t0", TaskState.SUCCEEDED, 1090.0, 90.0))  # a refetch: history stands
+    assert ours.durations("1K") == [18.0, 21.0]
+    assert ours.durations("4k") == [31.0]
+    assert ours.durations("2K") == []
+    assert ours.durations("1K", newest=1) == [21.0]
+
+
+def test_the_environments_proxy_settings_still_apply_and_are_read_once_per_host(monkeypatch):
+    from nanobanana_magic.http.connection import Connection
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "files.example")
+    session = Connection(api_key="k", base_url="http://api.example")._session
+    api = session.merge_environment_settings("http://api.example/x", {}, True, None, None)
+    files = session.merge_environment_settings("http://files.example/y.png", {}, True, None, None)
+    assert api["proxies"].get("http") == "http://proxy.example:3128"
+    assert not files["proxies"].get("http")
+    monkeypatch.delenv("HTTP_PROXY")  # read once: a Connection keeps what the environment said
+    again = session.merge_environment_settings("http://api.example/other", {}, True, None, None)
+    assert again["proxies"].get("http") == "http://proxy.example:3128"
