@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from nanobanana_magic.core.errors import NanoBananaError
-from nanobanana_magic.core.params import GenerationRequest
 from nanobanana_magic.runtime.datasets import ExportReport, export_imagefolder, export_webdataset, sample_key
 
 ENDPOINT = "https://api.nanobanana.test"
@@ -428,6 +427,18 @@ def test_generate_many_takes_a_dataframe_and_keeps_the_other_columns_as_metadata
         {"label": "pear", "split": "train", "id": 0},
         {"label": "apple", "split": "test", "id": 1},
     ]
+
+
+def test_a_pandas_dataframe_gives_plain_json_metadata(shell, emulator):
+    pd = pytest.importorskip("pandas")
+    import nanobanana_magic
+
+    frame = pd.DataFrame({"prompt": ["a pandas row", "another"], "id": [7, 8], "weight": [0.5, None]})
+    gens = nanobanana_magic.generate_many(frame)
+    log = [json.loads(line) for line in (Path(_magics(shell).output_dir) / "runs.jsonl").read_text().splitlines()]
+    metadata = [r["metadata"] for r in log if r["event"] == "submitted"]
+    assert metadata == [{"id": 7, "weight": 0.5}, {"id": 8, "weight": None}]
+    assert all(g.status == "succeeded" for g in gens)
 
 
 def test_generate_many_uses_the_configured_defaults_for_missing_columns(shell, emulator):
