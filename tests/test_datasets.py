@@ -457,7 +457,21 @@ def test_a_bad_row_is_a_one_line_error_naming_it_and_nothing_is_sent(shell, emul
         nanobanana_magic.generate_many(rows)
     with pytest.raises(NanoBananaError, match=r"^row 0: no prompt; a row needs a 'prompt' column \(it has label\)"):
         nanobanana_magic.generate_many([{"label": "cat"}])
+    with pytest.raises(
+        NanoBananaError, match=r"^row 0: column 'aspect_ration' looks like the parameter 'aspect_ratio'"
+    ):
+        nanobanana_magic.generate_many([{"prompt": "a typo", "aspect_ration": "16:9"}])  # never silently metadata
     assert emulator.submit_count == 0
+
+
+def test_row_columns_may_use_the_flag_names_and_the_client_refuses_columns_it_cannot_keep(emulator):
+    from nanobanana_magic.runtime.batch import as_requests, as_rows
+
+    (row,) = as_rows([{"prompt": "p", "format": "jpeg", "image": "https://example.org/a.png", "label": "x"}])
+    assert row.request.output_format == "jpg" and row.request.image_urls == ["https://example.org/a.png"]
+    assert row.metadata == {"label": "x"}
+    with pytest.raises(NanoBananaError, match="'label' is not a parameter; NanoBananaClient keeps no other columns"):
+        as_requests([{"prompt": "p", "label": "x"}])
 
 
 def test_running_the_same_batch_again_is_cached_for_what_finished_and_attaches_to_what_is_pending(shell, emulator):
