@@ -174,9 +174,10 @@ def as_rows(items: Any, defaults: Mapping[str, Any] | None = None) -> list[Row]:
     """Rows from prompts, GenerationRequests, dicts, or a DataFrame-like object (`.to_dict("records")`).
 
     In a dict, the keys that are parameters (`aspect_ratio`, the body's `aspectRatio`, or a flag's
-    name such as `format` or `image`) make the request, with `defaults` for the ones it lacks (an empty or NaN cell counts as lacking); the
-    other keys (a label, a split, an id) are the row's metadata. Every row is checked before
-    anything is sent: a bad one is a one-line error naming it.
+    name such as `format` or `image`) make the request, with `defaults` for the ones it lacks (an
+    empty or NaN cell counts as lacking); the other keys (a label, a split, an id) are the row's
+    metadata, except a near miss of a parameter's name, which is refused as a typo. Every row is
+    checked before anything is sent: a bad one is a one-line error naming it.
     """
     from ..core.errors import InvalidRequestError
 
