@@ -575,3 +575,16 @@ def test_an_odd_export_path_is_a_one_line_error(shell, emulator, tmp_path, line,
     assert result.error_in_exec is not None
     text = str(result.error_in_exec)
     assert message in text and "\n" not in text.strip()
+
+
+def test_export_since_keeps_only_the_recent_tasks(shell, emulator, tmp_path, capsys):
+    import nanobanana_magic
+
+    nanobanana_magic.generate_many(_table(2))
+    capsys.readouterr()
+    assert shell.run_cell(f"%nanobanana export --since 2099-01-01 --format imagefolder {tmp_path / 'none'}").success
+    assert "0 added, 0 unchanged, 0 skipped" in capsys.readouterr().out
+    assert shell.run_cell(f"%nanobanana export --since 1h --format imagefolder {tmp_path / 'recent'}").success
+    assert "2 added" in capsys.readouterr().out
+    result = shell.run_cell(f"%nanobanana export --since soon {tmp_path / 'x.csv'}")
+    assert "--since 'soon' is not a time; use 30m, 2h or 7d ago" in str(result.error_in_exec)
