@@ -630,8 +630,8 @@ def thumbnail(image, px=150):
 def labelled_grid(rows, columns=6):
     cells = []
     for row in rows:
-        label = row["label"] or row["subject"]
-        detail = f"{row['split'] or 'train'} · {row['aspect_ratio']} · {row['resolution']}"
+        label = row["label"] or row["subject"]  # a table row has a label, a sweep's row a subject
+        detail = " · ".join(v for v in (row["split"] or "train", row["style"], row["aspect_ratio"], row["resolution"]) if v)
         cells.append(
             f"<figure style='margin:4px;text-align:center'><img src='{thumbnail(row['image'])}'>"
             f"<figcaption style='font-size:11px'><b>{html.escape(label)}</b><br>{html.escape(detail)}</figcaption></figure>"

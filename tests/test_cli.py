@@ -173,7 +173,12 @@ def test_a_failed_rows_file_column_shows_the_whole_reason(shell, emulator, capsy
 def test_history_and_export_when_output_dir_is_a_file_are_one_line_errors(shell, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     magics_of(shell).output_dir = str(tmp_path / "a-file")
-    for line in ("%nanobanana history", "%nanobanana export x.csv", "%nanobanana history --format json"):
+    for line in (
+        "%nanobanana history",
+        "%nanobanana history --format json",
+        "%nanobanana export x.csv",
+        "%nanobanana verify",
+    ):
         result = shell.run_cell(line)
         assert isinstance(result.error_in_exec, NanoBananaError), line
         message = str(result.error_in_exec)

@@ -429,6 +429,18 @@ def test_generate_many_takes_a_dataframe_and_keeps_the_other_columns_as_metadata
     ]
 
 
+def test_a_pandas_dataframe_gives_plain_json_metadata(shell, emulator):
+    pd = pytest.importorskip("pandas")
+    import nanobanana_magic
+
+    frame = pd.DataFrame({"prompt": ["a pandas row", "another"], "id": [7, 8], "weight": [0.5, None]})
+    gens = nanobanana_magic.generate_many(frame)
+    log = [json.loads(line) for line in (Path(_magics(shell).output_dir) / "runs.jsonl").read_text().splitlines()]
+    metadata = [r["metadata"] for r in log if r["event"] == "submitted"]
+    assert metadata == [{"id": 7, "weight": 0.5}, {"id": 8, "weight": None}]
+    assert all(g.status == "succeeded" for g in gens)
+
+
 def test_generate_many_uses_the_configured_defaults_for_missing_columns(shell, emulator):
     import nanobanana_magic
 
@@ -445,7 +457,21 @@ def test_a_bad_row_is_a_one_line_error_naming_it_and_nothing_is_sent(shell, emul
         nanobanana_magic.generate_many(rows)
     with pytest.raises(NanoBananaError, match=r"^row 0: no prompt; a row needs a 'prompt' column \(it has label\)"):
         nanobanana_magic.generate_many([{"label": "cat"}])
+    with pytest.raises(
+        NanoBananaError, match=r"^row 0: column 'aspect_ration' looks like the parameter 'aspect_ratio'"
+    ):
+        nanobanana_magic.generate_many([{"prompt": "a typo", "aspect_ration": "16:9"}])  # never silently metadata
     assert emulator.submit_count == 0
+
+
+def test_row_columns_may_use_the_flag_names_and_the_client_refuses_columns_it_cannot_keep(emulator):
+    from nanobanana_magic.runtime.batch import as_requests, as_rows
+
+    (row,) = as_rows([{"prompt": "p", "format": "jpeg", "image": "https://example.org/a.png", "label": "x"}])
+    assert row.request.output_format == "jpg" and row.request.image_urls == ["https://example.org/a.png"]
+    assert row.metadata == {"label": "x"}
+    with pytest.raises(NanoBananaError, match="'label' is not a parameter; NanoBananaClient keeps no other columns"):
+        as_requests([{"prompt": "p", "label": "x"}])
 
 
 def test_running_the_same_batch_again_is_cached_for_what_finished_and_attaches_to_what_is_pending(shell, emulator):
@@ -549,3 +575,16 @@ def test_an_odd_export_path_is_a_one_line_error(shell, emulator, tmp_path, line,
     assert result.error_in_exec is not None
     text = str(result.error_in_exec)
     assert message in text and "\n" not in text.strip()
+
+
+def test_export_since_keeps_only_the_recent_tasks(shell, emulator, tmp_path, capsys):
+    import nanobanana_magic
+
+    nanobanana_magic.generate_many(_table(2))
+    capsys.readouterr()
+    assert shell.run_cell(f"%nanobanana export --since 2099-01-01 --format imagefolder {tmp_path / 'none'}").success
+    assert "0 added, 0 unchanged, 0 skipped" in capsys.readouterr().out
+    assert shell.run_cell(f"%nanobanana export --since 1h --format imagefolder {tmp_path / 'recent'}").success
+    assert "2 added" in capsys.readouterr().out
+    result = shell.run_cell(f"%nanobanana export --since soon {tmp_path / 'x.csv'}")
+    assert "--since 'soon' is not a time; use 30m, 2h or 7d ago" in str(result.error_in_exec)

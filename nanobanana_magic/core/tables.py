@@ -56,11 +56,14 @@ def references_cell(entry: EntryView) -> str:
 
 
 def history_rows(entries: Sequence[EntryView], paths: Mapping[str, str] | None = None) -> list[list[str]]:
-    """Text cells of the history: a failed row's last column is its reason, whole."""
+    """Text cells of the history: a failed row's last column is its reason, whole (without the
+    `task ID failed:` that its own row already says)."""
     paths = paths or {}
     rows = []
     for e in entries:
-        outcome = paths.get(e.task_id) or e.file or (" ".join(str(e.error).split()) if e.error else "—")
+        reason = " ".join(str(e.error).split()) if e.error else "—"
+        reason = reason.removeprefix(f"task {e.task_id} failed: ")
+        outcome = paths.get(e.task_id) or e.file or reason
         rows.append(
             [
                 when(e.submitted_at),

@@ -217,6 +217,7 @@ Examples:
 @argument("-o", "--out", metavar="NAME", help="bind the records (list of dicts) to NAME")
 def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """This directory's run log, newest first; pending tasks marked, full task ids."""
+    from ..core.render import shown_path
     from ..core.tables import history_bundle, markdown_bundle
     from ..runtime import provenance
     from ..runtime.previews import cached_preview
@@ -236,7 +237,7 @@ def cmd_history(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     paths, thumbs = {}, {}
     for entry in entries:
         if entry.file and store.file_path(entry).is_file():
-            paths[entry.task_id] = str(store.file_path(entry))
+            paths[entry.task_id] = shown_path(store.file_path(entry))  # relative to the working directory
             try:
                 thumbs[entry.task_id] = cached_preview(store.file_path(entry), 96, "jpeg", quality=70)
             except (OSError, SyntaxError, ValueError):

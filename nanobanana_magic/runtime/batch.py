@@ -15,7 +15,7 @@ from ..core.errors import NanoBananaError, RateLimitError
 from ..http.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from ..core.params import GenerationRequest
+    from ..core.params import GenerationRequest, Param
     from .generation import Generation
 
 log = logging.getLogger("nanobanana_magic")
@@ -173,15 +173,16 @@ class Row:
 def as_rows(items: Any, defaults: Mapping[str, Any] | None = None) -> list[Row]:
     """Rows from prompts, GenerationRequests, dicts, or a DataFrame-like object (`.to_dict("records")`).
 
-    In a dict, the keys that are parameters (`aspect_ratio` or the body's `aspectRatio`) make the
-    request, with `defaults` for the ones it lacks (an empty or NaN cell counts as lacking); the
-    other keys (a label, a split, an id) are the row's metadata. Every row is checked before
-    anything is sent: a bad one is a one-line error naming it.
+    In a dict, the keys that are parameters (`aspect_ratio`, the body's `aspectRatio`, or a flag's
+    name such as `format` or `image`) make the request, with `defaults` for the ones it lacks (an
+    empty or NaN cell counts as lacking); the other keys (a label, a split, an id) are the row's
+    metadata, except a near miss of a parameter's name, which is refused as a typo. Every row is
+    checked before anything is sent: a bad one is a one-line error naming it.
     """
     from ..core.errors import InvalidRequestError
 
     if callable(getattr(items, "to_dict", None)) and not isinstance(items, Mapping):
-        items = items.to_dict("records")  # a pandas (or polars-like) DataFrame
+        items = items.to_dict("records")  # a pandas DataFrame, or anything that answers the same
     if isinstance(items, (str, Mapping)):
         items = [items]
     rows = []
@@ -210,8 +211,9 @@ def _row(item: Any, defaults: Mapping[str, Any]) -> Row:
     values: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     for key, value in item.items():
-        param = BY_NAME.get(str(key)) or BY_JSON.get(str(key))
+        param = BY_NAME.get(str(key)) or BY_JSON.get(str(key)) or _by_flag().get(str(key))
         if param is None:
+            _refuse_a_misspelt_parameter(str(key))
             metadata[str(key)] = plain(value)
         elif not _missing(value):
             values[param.name] = value
@@ -219,6 +221,29 @@ def _row(item: Any, defaults: Mapping[str, Any]) -> Row:
         raise InvalidRequestError(f"no prompt; a row needs a 'prompt' column (it has {', '.join(map(str, item))})")
     prompt = values.pop("prompt")
     return Row(GenerationRequest(prompt=prompt, **{**_given(defaults), **values}), metadata)
+
+
+def _by_flag() -> dict[str, Param]:
+    """Parameters by their flag's long name, as `--sweep` takes them: `format`, `image`, ..."""
+    from ..core.params import PARAMETERS
+
+    return {p.flag[2:].replace("-", "_"): p for p in PARAMETERS if p.flag}
+
+
+def _refuse_a_misspelt_parameter(column: str) -> None:
+    """A column one letter or two away from a parameter is a typo, not metadata: it would be silently ignored."""
+    import difflib
+
+    from ..core.errors import InvalidRequestError
+    from ..core.params import BY_JSON, BY_NAME
+
+    names = [*BY_NAME, *BY_JSON, *_by_flag()]
+    close = difflib.get_close_matches(column, names, n=1, cutoff=0.85)
+    if close or column.lower().replace("-", "_") in names:
+        meant = close[0] if close else column.lower().replace("-", "_")
+        raise InvalidRequestError(
+            f"column '{column}' looks like the parameter '{meant}'; rename it (any other column is kept as metadata)"
+        )
 
 
 def _given(defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,5 +282,15 @@ def plain(value: Any) -> Any:
 
 
 def as_requests(items: Any) -> list[GenerationRequest]:
-    """Accept GenerationRequests, dicts of parameters, plain prompt strings or a DataFrame-like object."""
-    return [row.request for row in as_rows(items)]
+    """GenerationRequests from the same rows, for a caller that keeps no metadata: a column that is
+    not a parameter is an error there, never silently dropped."""
+    from ..core.errors import InvalidRequestError
+
+    rows = as_rows(items)
+    for number, row in enumerate(rows):
+        if row.metadata:
+            raise InvalidRequestError(
+                f"row {number}: {next(iter(row.metadata))!r} is not a parameter; NanoBananaClient keeps no "
+                "other columns (nanobanana_magic.generate_many keeps them in the run log)"
+            )
+    return [row.request for row in rows]

@@ -274,7 +274,7 @@ class Check:
 def verify(store: Store) -> list[Check]:
     """Re-hash every saved file and compare with the sha256 in the run log."""
     checks = []
-    for entry in store.entries():
+    for entry in read_entries(store):
         if entry.status != "succeeded" or not entry.file:
             continue
         path = store.file_path(entry)
