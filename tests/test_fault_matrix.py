@@ -41,6 +41,7 @@ from nanobanana_magic.core.errors import (
 from nanobanana_magic.core.params import GenerationRequest
 from nanobanana_magic.emulator import Emulator
 from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.runtime.store import Store
 from nanobanana_magic.session.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,9 +307,17 @@ def _polled_through(code: int, at_least: int) -> Callable[[Run, Observed], None]
     return check
 
 
+def _still_pending(run: Run, seen: Observed) -> None:
+    """Not the service's word on the task: it stays pending in the run log (resume and fetch find it)."""
+    assert seen.generation is not None
+    entry = Store(run.log_dir or run.output_dir).entry(seen.generation.task_id)
+    assert entry is not None and entry.pending, entry
+
+
 def _polls_bounded(limit: int) -> Callable[[Run, Observed], None]:
     def check(run: Run, seen: Observed) -> None:
         assert seen.polls <= limit, f"{seen.polls} status requests"
+        _still_pending(run, seen)
 
     return check
 
@@ -707,6 +716,7 @@ CASES: list[Case] = [
         rules=QUICK_GRACES,
         says="does not know task",
         within=4.0,
+        check=_still_pending,
     ),
     Case(
         "download",
@@ -782,8 +792,9 @@ CASES: list[Case] = [
         inject_phase="submit",
         how=GRACES_HOW,
         rules=QUICK_GRACES,
-        says="unknown successFlag '7'",
+        says="reporting an unknown successFlag '7'",
         within=4.0,
+        check=_still_pending,
     ),
     *(
         Case(
@@ -795,8 +806,9 @@ CASES: list[Case] = [
             inject_phase="submit",
             how=GRACES_HOW,
             rules=QUICK_GRACES,
-            says="success reported without a result URL",
+            says="a success without a result URL",
             within=4.0,
+            check=_still_pending,
         )
         for shape in ("null", "empty", "missing")
     ),
@@ -947,8 +959,9 @@ CELL_CASES: list[Case] = [
         inject_phase="submit",
         how=GRACES_HOW,
         rules=QUICK_GRACES,
-        says="unknown successFlag '7'",
+        says="reporting an unknown successFlag '7'",
         within=4.0,
+        check=_still_pending,
         driven_by="cell",
     ),
     Case(

@@ -115,7 +115,7 @@ def test_result_url_without_a_scheme_is_on_the_api_host() -> None:
 def test_unknown_success_flag_is_an_anomaly_not_an_end(flag: object) -> None:
     status = TaskStatus.from_data("t", {"successFlag": flag, "response": {"resultImageUrl": "https://x/a.png"}})
     assert status.state is TaskState.PENDING and not status.done
-    assert status.anomaly == f"unknown successFlag {str(flag)!r}"
+    assert status.anomaly == f"an unknown successFlag {str(flag)!r}"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_unknown_success_flag_is_an_anomaly_not_an_end(flag: object) -> None:
 def test_success_without_a_url_is_an_anomaly_not_an_end(response: object) -> None:
     status = TaskStatus.from_data("t", {"successFlag": 1, "response": response})
     assert status.state is TaskState.PENDING
-    assert status.anomaly == "success reported without a result URL"
+    assert status.anomaly == "a success without a result URL"
 
 
 def test_documented_flags_as_strings_are_not_anomalies() -> None:
@@ -233,9 +233,9 @@ def test_task_never_known_ends_after_the_grace_naming_it_and_stays_pending_in_th
 @pytest.mark.parametrize(
     "kind, options, says",
     [
-        ("odd_flag", {"flag": 7}, "unknown successFlag '7'"),
-        ("no_url", {"shape": "null"}, "success reported without a result URL"),
-        ("no_url", {"shape": "missing"}, "success reported without a result URL"),
+        ("odd_flag", {"flag": 7}, "an unknown successFlag '7'"),
+        ("no_url", {"shape": "null"}, "a success without a result URL"),
+        ("no_url", {"shape": "missing"}, "a success without a result URL"),
     ],
     ids=["flag-7", "url-null", "response-missing"],
 )
@@ -441,3 +441,48 @@ def test_kernel_ends_an_odd_answer_with_one_line_in_bounded_time(
     task_id = re.search(r"task ([0-9a-f]{32})", line)
     assert task_id and pending_in_run_log(kernel.output_dir, task_id.group(1))  # type: ignore[attr-defined]
     assert emulator.submit_count == 1
+
+
+# -- showing each quirk to a person -------------------------------------------------------------
+
+
+def _lab_script() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lab", Path(__file__).resolve().parents[1] / "scripts" / "lab.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_lab_passes_emulator_switches_and_stops_on_a_typo(capsys: pytest.CaptureFixture) -> None:
+    lab = _lab_script()
+    switches = lab.emulator_switches("--file-content-type 'binary/octet-stream' --fault download:forbidden:2")
+    assert switches == ["--file-content-type", "binary/octet-stream", "--fault", "download:forbidden:2"]
+    for typo in ("--relative-links", "--fault download:forbiden", "--port 9"):
+        with pytest.raises(SystemExit):
+            lab.emulator_switches(typo)
+    assert "forbiden" in capsys.readouterr().err
+
+
+def test_an_emulator_started_with_quirk_switches_shows_them(tmp_path: Path) -> None:
+    """What `make lab EMULATOR_ARGS=...` starts: a child emulator whose answers carry the quirks."""
+    import urllib.request
+
+    from nanobanana_magic.notebook.emulator_process import EmulatorProcess
+
+    lab = _lab_script()
+    emulator = EmulatorProcess.start(
+        latency=0.1, extra_args=lab.emulator_switches("--relative-urls --file-content-type application/binary")
+    )
+    session = Session(SessionSettings.for_emulator(emulator.url, "any-key", tmp_path / "out"))
+    try:
+        generation = session.submit(GenerationRequest(prompt="a lighthouse in the lab"))
+        assert generation.join(10) and generation.status == "succeeded", generation.error
+        with urllib.request.urlopen(str(generation.url), timeout=5) as answer:
+            assert answer.headers["Content-Type"] == "application/binary"
+    finally:
+        session.close()
+        emulator.stop()
+    assert str(generation.url).startswith(emulator.url + "/files/")

@@ -326,6 +326,8 @@ def read_capped(
     """
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
+        if head is not None:  # a page that is not what was asked for is named as such, not as "too large"
+            head(next(iter(_pieces(response)), b"")[:HEAD_BYTES])
         raise TooLarge(f"{int(declared):,} bytes, limit {cap:,}")
     deadline = None if seconds is None else time.monotonic() + seconds
     chunks, total = [], 0

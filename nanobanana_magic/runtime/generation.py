@@ -446,7 +446,7 @@ class Generation:
         self._end(
             TaskState.FAILED,
             ServiceUnavailableError(
-                f"task {self.task_id}: the service kept answering with {anomaly} for "
+                f"task {self.task_id}: record-info kept reporting {anomaly} for "
                 f"{now - self._odd_since:.0f} s; stopped polling",
                 task_id=self.task_id,
                 hint="fetch",
