@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,3 +77,20 @@ def run_log_records(output_dir: str | Path) -> list[dict[str, Any]]:
 def run_log_task_ids(output_dir: str | Path) -> set[str]:
     """Task ids named anywhere in the run log."""
     return {str(record.get("task_id")) for record in run_log_records(output_dir)}
+
+
+@contextmanager
+def task_rules(**overrides: Any) -> Iterator[None]:
+    """New tasks of every Session get these `TaskRules` fields (short graces, say) while inside.
+
+    Session builds its rules from the settings; the graces for odd answers are not settings,
+    so a test shortens them here instead of waiting the real 30 or 60 seconds.
+    """
+    import nanobanana_magic.session.session as session_module
+
+    original = session_module.TaskRules
+    session_module.TaskRules = functools.partial(original, **overrides)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        session_module.TaskRules = original  # type: ignore[misc]

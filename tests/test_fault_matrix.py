@@ -15,6 +15,9 @@ import importlib.util
 import itertools
 import os
 import re
+import struct
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +26,11 @@ from typing import Any
 import pytest
 from conftest import API_KEY
 from PIL import Image
-from reliability_helpers import SessionSettings, closed_port_url, run_log_task_ids
+from reliability_helpers import SessionSettings, closed_port_url, run_log_task_ids, task_rules
 
 from nanobanana_magic.core.errors import (
     DownloadError,
+    InvalidRequestError,
     NanoBananaError,
     NetworkError,
     RateLimitError,
@@ -37,6 +41,7 @@ from nanobanana_magic.core.errors import (
 from nanobanana_magic.core.params import GenerationRequest
 from nanobanana_magic.emulator import Emulator
 from nanobanana_magic.runtime.generation import Generation
+from nanobanana_magic.runtime.store import Store
 from nanobanana_magic.session.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +99,11 @@ class Case:
     timeout: float = 30.0  # the task timeout setting
     retry_after: float | None = None  # a wait the client must honour before retrying
     driven_by: str = "Session"
+    inject_phase: str | None = None  # the phase the fault is injected in, when not the row's phase
+    request: dict = field(default_factory=dict)  # GenerationRequest fields (output_format="jpg", ...)
+    rules: dict = field(default_factory=dict)  # TaskRules overrides (short graces for odd answers)
+    within: float | None = None  # seconds from submit to the end that the row may take at most
+    check: Callable[[Run, Observed], None] | None = None  # what else the row promises
 
     @property
     def outcome(self) -> str:
@@ -109,10 +119,15 @@ class Case:
         if self.inject is None:
             return self.how
         kind, count, options = self.inject
-        parts = [repr(self.phase), repr(kind)] + ([str(count)] if count != 1 else [])
+        parts = [repr(self.inject_phase or self.phase), repr(kind)] + ([str(count)] if count != 1 else [])
         parts += [f"{name}={value!r}" for name, value in options.items()]
         text = f"emu.inject({', '.join(parts)})".replace(str(EVERY_TIME), "EVERY_TIME")
         return f"{text}; {self.how}" if self.how else text
+
+    @property
+    def cell_flags(self) -> str:
+        """The `%%nanobanana` flags for the row's request overrides."""
+        return " -f jpg" if self.request.get("output_format") == "jpg" else ""
 
 
 def _refuse_api(run: Run) -> None:
@@ -175,6 +190,136 @@ def _replace_output_dir(run: Run, generation: Generation) -> None:
     run.output_dir.write_text("a file where the output directory was\n")
     run.log_dir = moved
     run.emu.finish(generation.task_id)
+
+
+# -- the live service's quirks (API.md, "What the live service may also do") ---------------
+
+QUICK_GRACES = {"not_found_grace": 1.0, "anomaly_limit": 1.0}  # the real ones are 30 s and 60 s
+GRACES_HOW = "not_found_grace and anomaly_limit 1 s"
+TRAILER = b"trailing data after the end-of-image marker"  # what the emulator appends
+
+
+def _emulator_options(**options: Any) -> Callable[[Run], None]:
+    """Set emulator options (the `--relative-urls`, `--file-content-type`, ... switches)."""
+
+    def arrange(run: Run) -> None:
+        for name, value in options.items():
+            setattr(run.emu, name, value)
+
+    return arrange
+
+
+def _http_errors(**options: Any) -> Callable[[Run], None]:
+    """API errors as HTTP statuses (`--error-style http`), plus emulator options."""
+
+    def arrange(run: Run) -> None:
+        run.emu.error_style = "http"
+        _emulator_options(**options)(run)
+
+    return arrange
+
+
+def _downloads(run: Run) -> list[Any]:
+    return [r for r in run.emu.requests if r.phase == "download"]
+
+
+def _polls_with_code(run: Run, code: int) -> int:
+    return sum(1 for r in run.emu.requests if r.phase == "poll" and r.code == code)
+
+
+def _saved_as(suffix: str, downloads: int = 1) -> Callable[[Run, Observed], None]:
+    """The file is named by its bytes, downloaded `downloads` times (a good answer is not retried)."""
+
+    def check(run: Run, seen: Observed) -> None:
+        assert seen.generation is not None and seen.generation.path is not None
+        assert seen.generation.path.suffix == suffix, seen.generation.path
+        assert len(_downloads(run)) == downloads, f"{len(_downloads(run))} downloads"
+
+    return check
+
+
+def _wrong_extension_saved_as_png(run: Run, seen: Observed) -> None:
+    assert seen.generation is not None and str(seen.generation.url).endswith(".jpeg")
+    _saved_as(".png")(run, seen)
+
+
+def _absolute_url_recorded(run: Run, seen: Observed) -> None:
+    """The relative URL was resolved against the API's base URL, and that is what is kept."""
+    assert seen.generation is not None
+    assert str(seen.generation.url).startswith(run.emu.base_url + "/files/"), seen.generation.url
+    _saved_as(".png")(run, seen)
+
+
+def without_our_metadata(data: bytes) -> bytes:
+    """A saved file minus the PNG iTXt chunk or JPEG comment the store splices in."""
+    if data.startswith(b"\x89PNG"):
+        at = data.find(b"iTXtnanobanana\x00") - 4
+        length = struct.unpack(">I", data[at : at + 4])[0]
+        return data[:at] + data[at + 12 + length :]
+    at = data.find(b"\xff\xfe")
+    length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+    assert data[at + 4 : at + 15] == b"nanobanana:"
+    return data[:at] + data[at + 2 + length :]
+
+
+def _kept_byte_for_byte(run: Run, seen: Observed) -> None:
+    """The file is the served bytes, trailing data included, plus only our metadata."""
+    assert seen.generation is not None and seen.generation.path is not None and seen.generation.url
+    with urllib.request.urlopen(seen.generation.url, timeout=5) as answer:  # the emulator keeps adding it
+        served = answer.read()
+    assert TRAILER in served[-4096:]
+    saved = seen.generation.path.read_bytes()
+    assert without_our_metadata(saved) == served
+    assert len(_downloads(run)) == 2  # the client's, and this check's own
+
+
+def _trailer_kept(run: Run, seen: Observed) -> None:
+    assert seen.generation is not None and seen.generation.path is not None
+    saved = seen.generation.path.read_bytes()
+    assert TRAILER in saved[-4096:]
+    assert len(_downloads(run)) == 1
+
+
+def _fetchable_afterwards(run: Run, seen: Observed) -> None:
+    """The file host refused twice (retried once only); later, fetch gets the image, no submit."""
+    assert len(_downloads(run)) == 2, f"{len(_downloads(run))} downloads: a 403 is retried once"
+    assert seen.generation is not None
+    session = run.session if run.session is not None else run.settings.session
+    fetched = session.fetch(seen.generation.task_id)
+    assert fetched.join(WAIT_LIMIT) and fetched.status == "succeeded", fetched
+    assert fetched.path is not None and fetched.path.is_file()
+    assert run.emu.submit_count == 1
+
+
+def _one_poll_failed(code: int) -> Callable[[Run, Observed], None]:
+    """Exactly one status request got `code`: it was not retried as a server error."""
+
+    def check(run: Run, seen: Observed) -> None:
+        assert _polls_with_code(run, code) == 1, f"{_polls_with_code(run, code)} polls answered {code}"
+
+    return check
+
+
+def _polled_through(code: int, at_least: int) -> Callable[[Run, Observed], None]:
+    def check(run: Run, seen: Observed) -> None:
+        assert _polls_with_code(run, code) >= at_least
+
+    return check
+
+
+def _still_pending(run: Run, seen: Observed) -> None:
+    """Not the service's word on the task: it stays pending in the run log (resume and fetch find it)."""
+    assert seen.generation is not None
+    entry = Store(run.log_dir or run.output_dir).entry(seen.generation.task_id)
+    assert entry is not None and entry.pending, entry
+
+
+def _polls_bounded(limit: int) -> Callable[[Run, Observed], None]:
+    def check(run: Run, seen: Observed) -> None:
+        assert seen.polls <= limit, f"{seen.polls} status requests"
+        _still_pending(run, seen)
+
+    return check
 
 
 RETRIED = "retried, succeeded"
@@ -510,6 +655,185 @@ CASES: list[Case] = [
         after_submit=_replace_output_dir,
         says="could not save",
     ),
+    # ---- the live service's quirks: each ends with the image, or a one-line error with the task fetchable
+    Case(
+        "download",
+        "Content-Type binary/octet-stream",
+        "decided by the bytes: saved as .png, not retried",
+        inject=("content_type", 1, {"type": "binary/octet-stream"}),
+        check=_saved_as(".png"),
+    ),
+    Case(
+        "download",
+        "Content-Type application/binary",
+        "decided by the bytes: saved as .png, not retried",
+        how="emu.file_content_type = 'application/binary' (--file-content-type)",
+        arrange=_emulator_options(file_content_type="application/binary"),
+        check=_saved_as(".png"),
+    ),
+    Case(
+        "download",
+        "Content-Type application/octet-stream (jpg asked)",
+        "decided by the bytes: saved as .jpg, not retried",
+        inject=("content_type", 1, {"type": "application/octet-stream"}),
+        request={"output_format": "jpg"},
+        check=_saved_as(".jpg"),
+    ),
+    Case(
+        "download",
+        ".jpeg URL for PNG bytes",
+        "decided by the bytes: saved as .png",
+        how="emu.wrong_extension = True (--wrong-extension)",
+        arrange=_emulator_options(wrong_extension=True),
+        check=_wrong_extension_saved_as_png,
+    ),
+    Case(
+        "poll",
+        "task not found for the first 3 polls (JSON code 404)",
+        "polled again within not_found_grace, succeeded",
+        inject=("not_registered", 1, {"polls": 3}),
+        inject_phase="submit",
+        check=_polled_through(404, 3),
+        within=5.0,
+    ),
+    Case(
+        "poll",
+        "task not found for the first 3 polls (HTTP 404)",
+        "polled again within not_found_grace, succeeded",
+        how="emu.error_style = 'http'; emu.unregistered_polls = 3 (--unregistered-polls 3)",
+        arrange=_http_errors(unregistered_polls=3),
+        check=_polled_through(404, 3),
+        within=5.0,
+    ),
+    Case(
+        "poll",
+        "task never registered (404 every time)",
+        "error naming the task after not_found_grace; task stays pending in the run log",
+        NanoBananaError,
+        inject=("not_registered", 1, {"polls": EVERY_TIME}),
+        inject_phase="submit",
+        how=GRACES_HOW,
+        rules=QUICK_GRACES,
+        says="does not know task",
+        within=4.0,
+        check=_still_pending,
+    ),
+    Case(
+        "download",
+        "root-relative result URL (/files/...)",
+        "resolved against base_url (absolute URL kept), no Authorization header, succeeded",
+        how="emu.relative_urls = True (--relative-urls)",
+        arrange=_emulator_options(relative_urls=True),
+        check=_absolute_url_recorded,
+    ),
+    Case(
+        "submit",
+        "422 with `message` instead of `msg`",
+        "not retried: InvalidRequestError quoting the service's text",
+        InvalidRequestError,
+        inject=("status", 1, {"status": 422}),
+        how="emu.message_key = 'message' (--message-key message)",
+        arrange=_emulator_options(message_key="message"),
+        says="(422): parameter validation failed",
+        submits=1,
+        tasks=0,
+        accepted=False,
+    ),
+    Case(
+        "poll",
+        "JSON code 500 'Server exception' every time",
+        "polled for not_found_grace, then an error naming the task; task stays pending in the run log",
+        ServiceUnavailableError,
+        inject=("server_exception", EVERY_TIME, {}),
+        how=GRACES_HOW,
+        rules=QUICK_GRACES,
+        says="could not look up task",
+        within=4.0,
+        check=_polls_bounded(60),
+    ),
+    Case(
+        "download",
+        "403 from the file host once",
+        "retried once, succeeded",
+        inject=("forbidden", 1, {}),
+        check=_saved_as(".png", downloads=2),
+    ),
+    Case(
+        "download",
+        "403 from the file host twice",
+        "retried once, then DownloadError saying so (not 'expired'); fetch gets the image later",
+        DownloadError,
+        inject=("forbidden", 2, {}),
+        says="refused the download (HTTP 403 AccessDenied), twice",
+        check=_fetchable_afterwards,
+    ),
+    Case(
+        "download",
+        "JPEG with data after the end-of-image marker",
+        "kept byte for byte (plus our metadata), not retried",
+        how="emu.trailing_bytes = 4096 (--trailing-bytes 4096)",
+        arrange=_emulator_options(trailing_bytes=4096),
+        request={"output_format": "jpg"},
+        check=_kept_byte_for_byte,
+    ),
+    Case(
+        "download",
+        "PNG with data after IEND",
+        "kept, not retried",
+        inject=("trailing_data", 1, {"bytes": 4096}),
+        check=_trailer_kept,
+    ),
+    Case(
+        "poll",
+        "unknown successFlag 7",
+        "ServiceUnavailableError after anomaly_limit, not the whole timeout",
+        ServiceUnavailableError,
+        inject=("odd_flag", 1, {"flag": 7}),
+        inject_phase="submit",
+        how=GRACES_HOW,
+        rules=QUICK_GRACES,
+        says="reporting an unknown successFlag '7'",
+        within=4.0,
+        check=_still_pending,
+    ),
+    *(
+        Case(
+            "poll",
+            f"successFlag 1 without a URL ({shape})",
+            "ServiceUnavailableError after anomaly_limit, not the whole timeout",
+            ServiceUnavailableError,
+            inject=("no_url", 1, {"shape": shape}),
+            inject_phase="submit",
+            how=GRACES_HOW,
+            rules=QUICK_GRACES,
+            says="a success without a result URL",
+            within=4.0,
+            check=_still_pending,
+        )
+        for shape in ("null", "empty", "missing")
+    ),
+    Case(
+        "poll",
+        "code 501 generation failed",
+        "TaskFailedError, the 501 not retried",
+        TaskFailedError,
+        inject=("generation_failed", 1, {}),
+        inject_phase="submit",
+        says="generation failed (501)",
+        check=_one_poll_failed(501),
+    ),
+    Case(
+        "poll",
+        "code 501 with `message` instead of `msg`",
+        "TaskFailedError quoting the service's text, not retried",
+        TaskFailedError,
+        inject=("generation_failed", 1, {"message": "the model could not draw this"}),
+        inject_phase="submit",
+        how="emu.message_key = 'message'",
+        arrange=_emulator_options(message_key="message"),
+        says="the model could not draw this",
+        check=_one_poll_failed(501),
+    ),
 ]
 
 CELL_CASES: list[Case] = [
@@ -565,6 +889,92 @@ CELL_CASES: list[Case] = [
         accepted=False,
         driven_by="cell",
     ),
+    Case(
+        "download",
+        "Content-Type binary/octet-stream",
+        "decided by the bytes: saved as .png, not retried",
+        inject=("content_type", 1, {"type": "binary/octet-stream"}),
+        check=_saved_as(".png"),
+        driven_by="cell",
+    ),
+    Case(
+        "download",
+        "root-relative result URL (/files/...)",
+        "resolved against base_url (absolute URL kept), no Authorization header, succeeded",
+        how="emu.relative_urls = True (--relative-urls)",
+        arrange=_emulator_options(relative_urls=True),
+        check=_absolute_url_recorded,
+        driven_by="cell",
+    ),
+    Case(
+        "poll",
+        "task not found for the first 3 polls (HTTP 404)",
+        "polled again within not_found_grace, succeeded",
+        how="emu.error_style = 'http'; emu.unregistered_polls = 3 (--unregistered-polls 3)",
+        arrange=_http_errors(unregistered_polls=3),
+        check=_polled_through(404, 3),
+        within=5.0,
+        driven_by="cell",
+    ),
+    Case(
+        "submit",
+        "422 with `message` instead of `msg`",
+        "not retried: InvalidRequestError quoting the service's text",
+        InvalidRequestError,
+        inject=("status", 1, {"status": 422}),
+        how="emu.message_key = 'message' (--message-key message)",
+        arrange=_emulator_options(message_key="message"),
+        says="(422): parameter validation failed",
+        submits=1,
+        tasks=0,
+        accepted=False,
+        driven_by="cell",
+    ),
+    Case(
+        "download",
+        "403 from the file host twice",
+        "retried once, then DownloadError saying so (not 'expired'); fetch gets the image later",
+        DownloadError,
+        inject=("forbidden", 2, {}),
+        says="refused the download (HTTP 403 AccessDenied), twice",
+        check=_fetchable_afterwards,
+        driven_by="cell",
+    ),
+    Case(
+        "download",
+        "JPEG with data after the end-of-image marker",
+        "kept byte for byte (plus our metadata), not retried",
+        how="emu.trailing_bytes = 4096 (--trailing-bytes 4096)",
+        arrange=_emulator_options(trailing_bytes=4096),
+        request={"output_format": "jpg"},
+        check=_kept_byte_for_byte,
+        driven_by="cell",
+    ),
+    Case(
+        "poll",
+        "unknown successFlag 7",
+        "ServiceUnavailableError after anomaly_limit, not the whole timeout",
+        ServiceUnavailableError,
+        inject=("odd_flag", 1, {"flag": 7}),
+        inject_phase="submit",
+        how=GRACES_HOW,
+        rules=QUICK_GRACES,
+        says="reporting an unknown successFlag '7'",
+        within=4.0,
+        check=_still_pending,
+        driven_by="cell",
+    ),
+    Case(
+        "poll",
+        "code 501 generation failed",
+        "TaskFailedError, the 501 not retried",
+        TaskFailedError,
+        inject=("generation_failed", 1, {}),
+        inject_phase="submit",
+        says="generation failed (501)",
+        check=_one_poll_failed(501),
+        driven_by="cell",
+    ),
 ]
 
 ALL_CASES = CASES + CELL_CASES
@@ -583,17 +993,21 @@ class Observed:
     tasks: int
     logged_ids: set[str]
     output: str = ""
+    seconds: float = 0.0  # from the submit (or the cell's start) to the end
+    polls: int = 0  # status requests the emulator received
 
 
 def _arrange(case: Case, run: Run) -> None:
     if case.inject is not None:
         kind, count, options = case.inject
-        run.emu.inject(case.phase, kind, count, **options)
+        run.emu.inject(case.inject_phase or case.phase, kind, count, **options)
     if case.arrange is not None:
         case.arrange(run)
 
 
-def _observe(run: Run, error: BaseException | None, generation: Generation | None, output: str = "") -> Observed:
+def _observe(
+    run: Run, error: BaseException | None, generation: Generation | None, seconds: float, output: str = ""
+) -> Observed:
     return Observed(
         error=error,
         generation=generation,
@@ -601,6 +1015,8 @@ def _observe(run: Run, error: BaseException | None, generation: Generation | Non
         tasks=run.emu.submit_count,
         logged_ids=run_log_task_ids(run.log_dir or run.output_dir),
         output=output,
+        seconds=seconds,
+        polls=sum(1 for r in run.emu.requests if r.phase == "poll"),
     )
 
 
@@ -614,17 +1030,23 @@ def run_in_session(case: Case, emu: Emulator, tmp_path: Path) -> Observed:
     _arrange(case, run)
     run.session = Session(run.settings)
     generation, error = None, None
+    started = time.monotonic()
     try:
-        generation = run.session.submit(GenerationRequest(prompt=PROMPT))
-        if case.after_submit is not None:
-            case.after_submit(run, generation)
-        assert generation.join(WAIT_LIMIT), f"{case.id}: the generation did not end within {WAIT_LIMIT:g} s"
-        error = generation.exception
-    except NanoBananaError as exc:
-        error = exc
+        with task_rules(**case.rules):
+            try:
+                generation = run.session.submit(GenerationRequest(prompt=PROMPT, **case.request))
+                if case.after_submit is not None:
+                    case.after_submit(run, generation)
+                assert generation.join(WAIT_LIMIT), f"{case.id}: the generation did not end within {WAIT_LIMIT:g} s"
+                error = generation.exception
+            except NanoBananaError as exc:
+                error = exc
+            seen = _observe(run, error, generation, time.monotonic() - started)
+            if case.check is not None:
+                case.check(run, seen)
     finally:
         run.session.close()
-    return _observe(run, error, generation)
+    return seen
 
 
 def run_in_cell(case: Case, emu: Emulator, shell: Any, capsys: pytest.CaptureFixture) -> Observed:
@@ -633,10 +1055,16 @@ def run_in_cell(case: Case, emu: Emulator, shell: Any, capsys: pytest.CaptureFix
     run = Run(emu, magics, Path(magics.output_dir))
     _arrange(case, run)
     capsys.readouterr()
-    result = shell.run_cell(f"%%nanobanana\n{PROMPT}\n")
-    captured = capsys.readouterr()
-    generation = next(iter(magics.session.generations.values()), None)
-    return _observe(run, result.error_in_exec, generation, output=captured.out + captured.err)
+    with task_rules(**case.rules):
+        started = time.monotonic()
+        result = shell.run_cell(f"%%nanobanana{case.cell_flags}\n{PROMPT}\n")
+        seconds = time.monotonic() - started
+        captured = capsys.readouterr()
+        generation = next(iter(magics.session.generations.values()), None)
+        seen = _observe(run, result.error_in_exec, generation, seconds, output=captured.out + captured.err)
+        if case.check is not None:
+            case.check(run, seen)
+    return seen
 
 
 # -- assertions -------------------------------------------------------------------------------
@@ -665,9 +1093,14 @@ def assert_row(case: Case, seen: Observed, emu: Emulator) -> None:
     if case.submits is not None:
         assert seen.submit_requests == case.submits
     if case.inject is not None:
-        assert any(r.fault is not None and r.fault.phase == case.phase for r in emu.requests), (
+        phase = case.inject_phase or case.phase
+        assert any(r.fault is not None and r.fault.phase == phase for r in emu.requests), (
             "the injected fault never fired: the row proved nothing"
         )
+    # The key goes to the API host only: the emulator's file host refuses requests carrying it.
+    assert not any("Authorization" in r.headers for r in emu.requests if r.phase == "download")
+    if case.within is not None:
+        assert seen.seconds <= case.within, f"ended after {seen.seconds:.1f} s, more than {case.within:g} s"
 
     # The task id is in the run log iff the client received one.
     if case.accepted:
@@ -697,6 +1130,7 @@ def _doc_row(case: Case, seen: Observed, tmp_path: Path) -> dict[str, Any]:
         "one-line message (redacted)": doc.redact(message),
         "submit requests / tasks created": f"{seen.submit_requests} / {seen.tasks}",
         "task id in run log": "yes" if seen.logged_ids else "no",
+        "time bound": f"≤ {case.within:g} s" if case.within is not None else "",
         "driven by": "`%%nanobanana` cell" if case.driven_by == "cell" else "Session + poller",
     }
 
@@ -750,6 +1184,20 @@ def test_matrix_rows_are_unique_and_cover_every_phase() -> None:
         "truncated",
         "corrupt",
         "pixel limit",
+        # the live service's quirks (API.md)
+        "binary/octet-stream",
+        "application/binary",
+        "application/octet-stream",
+        ".jpeg url for png",
+        "not found for the first",
+        "root-relative",
+        "`message` instead of `msg`",
+        "server exception",
+        "403 from the file host",
+        "after the end-of-image marker",
+        "unknown successflag",
+        "without a url",
+        "501",
     ):
         assert family in labels, family
 

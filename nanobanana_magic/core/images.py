@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from io import BytesIO
@@ -158,8 +159,9 @@ class CorruptImage(ValueError):
 def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> str:
     """Prove the bytes are a whole image without decoding the pixels; return "png", "jpg" or "webp".
 
-    PNG: every chunk's CRC up to IEND (Pillow's verify). JPEG: a valid header and an end-of-image
-    marker after the scan (bytes after it are legal and kept). Others are decoded.
+    PNG: every chunk's CRC up to IEND (Pillow's verify). JPEG: a valid header, then segments and
+    scans up to the end-of-image marker that closes them (`jpeg_end`). Bytes after the end of
+    either are legal (cameras and editors append data there) and are kept. Others are decoded.
     Raises `DownloadError` for what no result can be, `CorruptImage` for a broken file.
     """
     from PIL import Image
@@ -177,8 +179,7 @@ def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> str:
             if image.format == "PNG":
                 image.verify()
             elif image.format == "JPEG":
-                scan = data.find(b"\xff\xda")
-                if scan < 0 or data.rfind(b"\xff\xd9") < scan:
+                if jpeg_end(data) is None:
                     raise OSError("JPEG without its end-of-image marker")
             else:
                 image.load()
@@ -187,6 +188,46 @@ def check_image(data: bytes, max_pixels: int = MAX_RESULT_PIXELS) -> str:
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImage(f"the result image is truncated or corrupt ({type(exc).__name__})") from None
     return kind
+
+
+#: A marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker
+#: (0xD0-0xD7) nor another 0xFF (fill).
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """The offset just past the end-of-image marker that closes the JPEG's scans, or None.
+
+    Segments are skipped by their declared length (so an EXIF thumbnail's own markers are not
+    mistaken for the image's), and each scan's data runs to the next marker. None when the
+    file stops before its end marker or its structure is broken.
+    """
+    pos, size = 2, len(data)
+    while pos + 2 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > size:
+            return None
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if length < 2:
+            return None
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                return None
+            pos = found.start()
+    return None
 
 
 SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}

@@ -12,7 +12,8 @@ from .states import FLAGS, TaskState
 @dataclass(frozen=True)
 class TaskStatus:
     """`state` is pending, succeeded or failed. `anomaly` says why a task that looks ended is
-    still treated as pending (an unknown successFlag, a success without a URL)."""
+    still treated as pending, as a noun phrase ("an unknown successFlag '7'", "a success
+    without a result URL"); the generation gives such answers a bounded time to settle."""
 
     task_id: str
     state: TaskState
@@ -58,9 +59,9 @@ class TaskStatus:
         if flag in FLAGS:
             state = FLAGS[flag][0]
         elif data.get("successFlag") not in (None, ""):
-            anomaly = f"unknown successFlag {str(data.get('successFlag'))[:20]!r}"
+            anomaly = f"an unknown successFlag {str(data.get('successFlag'))[:20]!r}"
         if state is TaskState.SUCCEEDED and not url:
-            state, anomaly = TaskState.PENDING, "success reported without a result URL"
+            state, anomaly = TaskState.PENDING, "a success without a result URL"
         return cls(
             task_id=text(data.get("taskId")) or task_id,
             state=state,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -17,7 +19,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from ..core.errors import AuthenticationError, DownloadError, NetworkError, ServiceUnavailableError, error_for_code
-from ..core.images import CorruptImage, check_image
+from ..core.images import CorruptImage, check_image, image_format
 from ..core.params import DEFAULT_BASE_URL, GenerationRequest
 from ..core.secret import ApiKey, MaskedHeader, as_key, mask
 from ..core.status import TaskStatus, as_int, text
@@ -33,8 +35,11 @@ CREDIT_PATH = "/api/v1/common/credit"
 
 NO_KEY_MESSAGE = "no API key: set NANOBANANA_API_KEY"
 MAY_EXIST = "the task may exist"
-#: Content types that are certainly not an image: anything else is judged by its bytes.
+#: Content types of pages, not images: refused unless the bytes start like an image anyway.
+#: Every other type (binary/octet-stream, application/binary, a wrong image type) is judged by the bytes.
 NOT_IMAGES = ("text/html", "application/json", "text/plain", "application/xml", "text/xml")
+#: Bytes of a download looked at before the rest is read (enough for any image signature).
+HEAD_BYTES = 16
 
 
 class Connection:
@@ -95,9 +100,16 @@ class Connection:
         return task_id
 
     def record_info(self, task_id: str, *, priority: int = POLL) -> TaskStatus:
-        """GET record-info for one task, parsed into a `TaskStatus`; `priority` orders it in the budget."""
+        """GET record-info for one task, parsed into a `TaskStatus`; `priority` orders it in the budget.
+
+        A root-relative result URL (`/files/...`) is made absolute here, so the run log, captions
+        and references only ever hold URLs that work as they are.
+        """
         data = self._call("GET", RECORD_INFO_PATH, params={"taskId": task_id}, task_id=task_id, priority=priority)
-        return TaskStatus.from_data(task_id, data)
+        status = TaskStatus.from_data(task_id, data)
+        if status.result_url and status.result_url != self.resolve_url(status.result_url):
+            status = replace(status, result_url=self.resolve_url(status.result_url))
+        return status
 
     def credits(self) -> float:
         """The remaining credit balance."""
@@ -108,30 +120,39 @@ class Connection:
             raise ServiceUnavailableError(f"the credit answer was not a number: {str(data)[:60]!r}") from None
 
     def resolve_url(self, url: str) -> str:
-        """A result URL made absolute: a root-relative one (`/files/...`) is on the API's host."""
-        return urljoin(self.base_url + "/", url) if url.startswith("/") and not url.startswith("//") else url
+        """A result URL made absolute: one without a scheme (`/files/...`) is relative to the API's base URL."""
+        if not url or urlsplit(url).scheme:
+            return url
+        return urljoin(self.base_url + "/", url)
 
     def download(self, url: str, *, task_id: str | None = None) -> bytes:
-        """The bytes of a result image, checked to be whole. Sent without the Authorization header."""
+        """The bytes of a result image, checked to be whole. Sent without the Authorization header.
+
+        Broken or refused-for-now answers are retried (`retry.retries` attempts in all); a 403 from
+        the file host is retried once only: a CDN that refused twice will not change its mind in seconds.
+        """
         url = self.resolve_url(url)
         attempts = max(1, self.retry.retries)
-        refused_once = False
-        for attempt in range(1, attempts + 1):
+        failures = refusals = 0
+        while True:
             try:
                 data = self._fetch_image(url, task_id)
                 check_image(data)
                 return data
             except _Refused as exc:
-                if refused_once:  # a CDN refusing us twice will not change its mind within seconds
-                    raise DownloadError(f"{exc}; the task keeps its result at the service", task_id=task_id) from None
-                refused_once = True
+                refusals += 1
+                if refusals > 1:
+                    raise DownloadError(
+                        f"{exc}, twice; the task succeeded and the service keeps its image for a while",
+                        task_id=task_id,
+                    ) from None
+                log.debug("file host refused %s (403); trying once more", _host(url))
+                self.retry.pause(1)
             except (_RetryableDownload, CorruptImage) as exc:
-                if attempt == attempts:
+                failures += 1
+                if failures >= attempts:
                     raise DownloadError(f"{exc} (after {attempts} attempts)", task_id=task_id) from None
-                self.retry.pause(attempt, getattr(exc, "retry_after", None))
-                continue
-            self.retry.pause(attempt)
-        raise AssertionError("unreachable")
+                self.retry.pause(failures, getattr(exc, "retry_after", None))
 
     # -- plumbing --------------------------------------------------------
 
@@ -225,7 +246,7 @@ class Connection:
             response = self._session.get(url, timeout=(self.timeout[0], self.download_timeout), stream=True)
             with response:
                 if response.status_code == 403:
-                    raise _Refused("the file host refused the download (403), though the task succeeded")
+                    raise _Refused(f"the file host {_host(url)} refused the download ({_refusal(response)})")
                 if response.status_code in (404, 410):
                     raise DownloadError(
                         f"the result URL answered {response.status_code}: it has expired or is gone", task_id=task_id
@@ -236,10 +257,15 @@ class Connection:
                         _retry_after(response.headers.get("Retry-After")),
                     )
                 ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if ctype in NOT_IMAGES:
-                    raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
+
+                def judge(head: bytes) -> None:
+                    # The bytes decide (file hosts label results binary/octet-stream, or .jpeg for a
+                    # PNG); a page that says it is HTML or JSON and does not start like an image is refused.
+                    if ctype in NOT_IMAGES and image_format(head) == "bin":
+                        raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
+
                 # The timeout bounds each read; the whole image gets a few times that, not forever.
-                return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout)
+                return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
         except TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
         except (
@@ -296,6 +322,16 @@ def _message(payload: dict) -> Any:
     return payload.get("msg") or payload.get("message")
 
 
+def _refusal(response: requests.Response) -> str:
+    """ "HTTP 403", with the host's own error code when its (S3-style XML) body names one."""
+    try:
+        body = response.raw.read(4096, decode_content=True) or b""
+    except (OSError, urllib3_errors.HTTPError):  # the explanation is optional; the 403 is what counts
+        body = b""
+    found = re.search(rb"<Code>\s*([A-Za-z]{1,40})\s*</Code>", body)
+    return f"HTTP 403 {found.group(1).decode()}" if found else "HTTP 403"
+
+
 def _certainly_not_sent(exc: BaseException) -> bool:
     if isinstance(exc, requests.ConnectTimeout):
         return True
@@ -303,10 +339,17 @@ def _certainly_not_sent(exc: BaseException) -> bool:
     return isinstance(reason, (NewConnectionError, NameResolutionError))
 
 
-def read_capped(response: requests.Response, cap: int, seconds: float | None = None) -> bytes:
-    """The body, refusing more than `cap` bytes or (a server dribbling forever) more than `seconds`."""
+def read_capped(
+    response: requests.Response, cap: int, seconds: float | None = None, head: Callable[[bytes], None] | None = None
+) -> bytes:
+    """The body, refusing more than `cap` bytes or (a server dribbling forever) more than `seconds`.
+
+    `head` sees the first `HEAD_BYTES` bytes (or the whole body, if shorter) before the rest is read.
+    """
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
+        if head is not None:  # a page that is not what was asked for is named as such, not as "too large"
+            head(next(iter(_pieces(response)), b"")[:HEAD_BYTES])
         raise TooLarge(f"{int(declared):,} bytes, limit {cap:,}")
     deadline = None if seconds is None else time.monotonic() + seconds
     chunks, total = [], 0
@@ -317,7 +360,13 @@ def read_capped(response: requests.Response, cap: int, seconds: float | None = N
         if deadline is not None and time.monotonic() > deadline:
             raise requests.exceptions.ReadTimeout(f"the body was still arriving after {seconds:g} s")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if head is not None and total >= HEAD_BYTES:
+            head(b"".join(chunks)[:HEAD_BYTES])
+            head = None
+    body = b"".join(chunks)
+    if head is not None:
+        head(body)
+    return body
 
 
 def _pieces(response: requests.Response) -> Iterator[bytes]:

@@ -71,13 +71,19 @@ class ResultSink(Protocol):
 
 @dataclass(frozen=True)
 class TaskRules:
-    """How long to wait for what. `timeout` bounds the task; the others bound odd answers."""
+    """How long to wait for what. `timeout` bounds the task; the others bound odd answers, so
+    that a quirk of the service ends in a clear error long before `timeout`."""
 
     timeout: float | None = 600.0
     schedule: PollSchedule = FixedSchedule()  # noqa: RUF009 - immutable, shared on purpose
-    not_found_grace: float = 30.0  # a new task may be unknown to record-info for a while
-    anomaly_limit: float = 60.0  # an unknown successFlag or a success without URL, for this long
-    max_poll_failures: int = 20  # transient failures in a row (each already retried by the connection)
+    #: seconds after its submit during which a task record-info does not know yet (404, or code
+    #: 500 for an id it cannot parse) is polled again; after that a 404 ends it as unknown. 0 means
+    #: the id was not just issued by the service (typed by hand): a 404 or a 500 for it ends at once
+    not_found_grace: float = 30.0
+    #: seconds an unknown successFlag, or a success without a result URL, is polled before giving up
+    anomaly_limit: float = 60.0
+    #: failed polls in a row (each already retried by the connection) before losing contact
+    max_poll_failures: int = 20
 
 
 class Generation:
@@ -439,16 +445,19 @@ class Generation:
             self._fresh = None  # never kept: a thousand results must not hold a thousand images
 
     def _odd_answer(self, anomaly: str) -> None:
+        """The service says the task ended, but not in a way we can use (an unknown successFlag, a
+        success without a URL): poll on for `anomaly_limit` seconds in case it settles, then end."""
         now = time.monotonic()
         self._odd_since = self._odd_since or now
         if now - self._odd_since < self.rules.anomaly_limit:
+            log.debug("task %s: %s; polling again", self.task_id, anomaly)
             self._progress()
             return
         self._end(
             TaskState.FAILED,
             ServiceUnavailableError(
-                f"the service kept answering oddly for task {self.task_id} ({anomaly}) for "
-                f"{self.rules.anomaly_limit:g} s",
+                f"task {self.task_id}: record-info kept reporting {anomaly} for "
+                f"{now - self._odd_since:.0f} s; stopped polling",
                 task_id=self.task_id,
                 hint="fetch",
             ),
@@ -456,37 +465,27 @@ class Generation:
         )
 
     def _poll_failed(self, exc: NanoBananaError) -> None:
+        """A status request failed (after the connection's own retries): poll again, or end."""
         self._failures += 1
         age = time.time() - self.submitted_at
-        if exc.code == 404 and not self._seen and age < self.rules.not_found_grace:
-            log.debug("task %s not known yet (%.1f s after submit); polling again", self.task_id, age)
+        # The service may not know a task it just created (404), or may fail to parse an id it
+        # never issued (code 500): until record-info has answered once, both are "unknown".
+        unknown = exc.code in (404, 500) and not self._seen
+        if unknown and age < self.rules.not_found_grace:
+            log.debug(
+                "task %s not known yet (%.1f s after submit, code %s); polling again", self.task_id, age, exc.code
+            )
             self._progress()
             return
-        if exc.code == 500 and not self._seen:
-            # The service answers a task id it cannot parse with code 500: retrying it for minutes is pointless.
-            self._end(
-                TaskState.FAILED,
-                exc.again(
-                    f"the service could not look up task {self.task_id}: {exc}", task_id=self.task_id, hint="fetch"
-                ),
-                record=False,
-            )
+        if unknown or exc.code == 404:
+            self._end(TaskState.FAILED, self._unknown_task(exc, age), record=False)
             return
-        if exc.code == 404:
-            self._end(
-                TaskState.FAILED,
-                exc.again(
-                    f"the service does not know task {self.task_id} ({exc})", task_id=self.task_id, hint="history"
-                ),
-                record=False,
-            )
+        if isinstance(exc, TaskFailedError):  # code 501: the generation failed; not a server error to retry
+            self._end(TaskState.FAILED, exc.again(f"task {self.task_id} failed: {exc}", task_id=self.task_id))
             return
         if is_transient(exc) and self._failures < self.rules.max_poll_failures:
             log.debug("poll of %s failed (%s); will poll again", self.task_id, exc)
             self._progress()
-            return
-        if isinstance(exc, TaskFailedError):  # code 501: the generation failed
-            self._end(TaskState.FAILED, exc.again(f"task {self.task_id} failed: {exc}", task_id=self.task_id))
             return
         self._end(
             TaskState.FAILED,
@@ -494,6 +493,23 @@ class Generation:
                 f"lost contact with task {self.task_id}: {exc}; it may still finish", task_id=self.task_id, hint="fetch"
             ),
             record=False,
+        )
+
+    def _unknown_task(self, exc: NanoBananaError, age: float) -> NanoBananaError:
+        """The error for a task record-info would not answer for: named, and never blamed on the task."""
+        grace = self.rules.not_found_grace
+        when = f" {age:.0f} s after its submit" if not self._seen and grace > 0 and age < 2 * grace + 60 else ""
+        if exc.code == 404:
+            return exc.again(
+                f"the service does not know task {self.task_id}{when} ({exc})", task_id=self.task_id, hint="history"
+            )
+        # Code 500 for an id: the service cannot parse it. One typed by hand (no grace) is likely mistyped;
+        # one it issued itself is paid for and may be fetched later.
+        typed = grace <= 0
+        return exc.again(
+            f"the service could not look up task {self.task_id}{when} ({exc}){'; check the task id' if typed else ''}",
+            task_id=self.task_id,
+            hint="history" if typed else "fetch",
         )
 
     # -- ending --------------------------------------------------------------
