@@ -146,7 +146,12 @@ def cmd_status(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
     """One record-info call, shown readably."""
     from ..core.tables import task_status_bundle
 
-    display(task_status_bundle(magics.session.connection.record_info(args.task_id)), raw=True)
+    task_id = magics.session.resolve_task_id(args.task_id)
+    try:
+        status = magics.session.connection.record_info(task_id)
+    except NanoBananaError as exc:
+        raise exc.again(f"status of task {task_id}: {exc}", task_id=task_id) from exc
+    display(task_status_bundle(status), raw=True)
 
 
 @command("fetch")
