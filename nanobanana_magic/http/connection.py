@@ -228,7 +228,9 @@ class Connection:
                     raise _Refused("the file host refused the download (403), though the task succeeded")
                 if response.status_code in (404, 410):
                     raise DownloadError(
-                        f"the result URL answered {response.status_code}: it has expired or is gone", task_id=task_id
+                        f"the result URL answered {response.status_code}: it has expired or is gone",
+                        task_id=task_id,
+                        code=response.status_code,
                     )
                 if response.status_code != 200:
                     raise _RetryableDownload(

@@ -61,7 +61,9 @@ def select(entries: Iterable[RunEntry], since: float | None = None) -> list[RunE
 
 def record(entry: RunEntry, store: Store) -> dict:
     """Everything known about one generation, with the full request body."""
-    elapsed = round(entry.finished_at - entry.submitted_at, 2) if entry.finished_at and entry.submitted_at else None
+    elapsed = entry.elapsed  # the task's own duration, as the run log recorded it
+    if elapsed is None and entry.finished_at and entry.submitted_at:
+        elapsed = round(entry.finished_at - entry.submitted_at, 2)
     return {
         "task_id": entry.task_id,
         "status": entry.status,
