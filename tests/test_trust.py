@@ -35,6 +35,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
+from nanobanana_magic.core.params import request_key
 from nanobanana_magic.emulator import Emulator
 
 pytestmark = pytest.mark.kernel
@@ -276,6 +277,31 @@ def test_run_all_after_a_kernel_kill_resumes_the_task_in_flight(emulator, kernel
     assert [r["task_id"] for r in submitted(tmp_path / "out")].count(in_flight) == 1
 
 
+def test_a_pending_task_the_api_does_not_know_is_not_attached_to_forever(emulator, kernel_env, tmp_path):
+    """A kernel died a minute ago with a task pending, and the API has no such task (an emulator
+    restarted on the same port): the re-run pays for a new task and says why, instead of failing
+    until `timeout` has passed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    body = {
+        "prompt": "a first lantern",
+        "imageUrls": [],
+        "aspectRatio": "auto",
+        "resolution": "1K",
+        "googleSearch": False,
+        "outputFormat": "png",
+    }
+    lost = "0123456789abcdef0123456789abcdef"
+    line = {"event": "submitted", "task_id": lost, "t": time.time() - 60, "request": body, "api": emulator.base_url}
+    line["key"] = request_key(emulator.base_url, body)
+    (out / "runs.jsonl").write_text(json.dumps(line) + "\n")
+    again = shown(execute_notebook(new_notebook(*THREE_CELLS[:2]), tmp_path, kernel_env).cells[1])
+
+    assert again["task_id"] != lost and emulator.submit_count == 1
+    notice = [text for text in again["text"].splitlines() if lost in text]
+    assert len(notice) == 1 and "unknown to the API" in notice[0] and "new task" in notice[0]
+
+
 # -- D2. two kernels running one notebook at once attach to one task per request -----------------
 
 
@@ -395,6 +421,32 @@ def test_resume_after_a_killed_three_task_sweep_shows_all_three_results(emulator
     ratios = sorted(o.metadata[TASK_MIME]["request"]["aspectRatio"] for o in outputs)
     assert ratios == ["16:9", "1:1", "4:3"]
     assert "pending" not in after and emulator.submit_count == 3
+
+
+def test_interrupting_resume_stops_waiting_in_one_line_and_the_tasks_stay_pending(emulator, kernel_env, tmp_path):
+    emulator.latency = None
+    with live_kernel(tmp_path, kernel_env) as kernel:
+        kernel.run(SETUP)
+        kernel.run("%%nanobanana --no-wait\na kite in the fog")
+        kernel.kill()
+    (task_id,) = emulator.tasks
+    with live_kernel(tmp_path, kernel_env, timeout=20) as kernel:
+        kernel.run(SETUP)
+        polls = emulator.poll_count(task_id)
+
+        def interrupt_once_polled() -> None:
+            wait_until(lambda: emulator.poll_count(task_id) > polls + 2, what="resume to poll the task")
+            kernel.interrupt()
+
+        interrupter = threading.Thread(target=interrupt_once_polled, daemon=True)
+        interrupter.start()
+        stopped = kernel.run("%nanobanana resume", RAISES)
+        interrupter.join(5)
+        history = plain_text(kernel.run("%nanobanana history"))
+
+    assert "stopped waiting" in one_line_error(stopped, "KeyboardInterrupt")
+    assert "pending" in next(line for line in history.splitlines() if task_id in line)
+    assert emulator.submit_count == 1
 
 
 # -- F7. Generation.path is absolute -------------------------------------------------------------

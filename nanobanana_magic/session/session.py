@@ -239,9 +239,22 @@ class Session:
                 return restored, None
             notice = f"the saved image of task {entry.task_id} is {state} and {gone}; submitted a new task"
         pending = store.find_pending(key, younger_than=self.settings.timeout)
+        if pending is not None and self._forgotten(pending):
+            return None, f"task {pending.task_id} of the run log is unknown to the API; submitted a new task"
         if pending is not None:
             return self.attach(pending), None
         return None, notice
+
+    def _forgotten(self, entry: RunEntry) -> bool:
+        """True when the API answers "not found" for a pending task past the grace every new task
+        gets (an emulator restarted on the same port): attaching to it would fail every re-run."""
+        if time.time() - (entry.submitted_at or 0) < TaskRules.not_found_grace:
+            return False
+        try:
+            self.connection.record_info(entry.task_id)
+        except NanoBananaError as exc:
+            return exc.code == 404
+        return False
 
     def _restore(self, entry: RunEntry, store: Store, state: str) -> tuple[Generation | None, str]:
         """Fetch a cached result again by its task id (record-info, then download; never a submit).
