@@ -227,7 +227,8 @@ def grid_text(axes: Sequence[Axis], cells: Sequence[GenerationView | None]) -> s
         elif gen.state is TaskState.FAILED:
             state = f"failed: {_reason(gen)}"
         else:
-            state = gen.status + (f" {gen.path}" if gen.path else "")
+            resumed = " (resumed)" if getattr(gen, "resumed", False) else ""  # attached, not paid again
+            state = gen.status + resumed + (f" {gen.path}" if gen.path else "")
         lines.append(f"  {label}: {state}")
     return "\n".join(lines)
 

@@ -249,7 +249,9 @@ class Connection:
                     raise _Refused(f"the file host {_host(url)} refused the download ({_refusal(response)})")
                 if response.status_code in (404, 410):
                     raise DownloadError(
-                        f"the result URL answered {response.status_code}: it has expired or is gone", task_id=task_id
+                        f"the result URL answered {response.status_code}: it has expired or is gone",
+                        task_id=task_id,
+                        code=response.status_code,
                     )
                 if response.status_code != 200:
                     raise _RetryableDownload(

@@ -195,10 +195,15 @@ def cmd_resume(magics: NanoBananaMagics, args: argparse.Namespace) -> None:
         return
     for generation in generations:
         magics.show(generation, wait=False, wait_timeout=None)
-    if wait:
+    if not wait:
+        return
+    try:
         for generation in generations:
             generation.join()
+    except KeyboardInterrupt:  # the tasks go on, and stay pending in the run log
         magics.settle_background_outputs()
+        raise stopped_waiting() from None
+    magics.settle_background_outputs()
 
 
 @command(

@@ -181,6 +181,11 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
             if not self.__dict__.get("collect_config_errors"):
                 raise
             self.config_errors.append(one_line(exc))
+            return
+        # traitlets validates a config value only when it changes: `%config ...max_credits = 10`
+        # given twice must still start a new budget the second time.
+        if "max_credits" in self._find_my_config(config) and "session" in self.__dict__:
+            self.session.spending.start(self.max_credits)
 
     @property
     def config_errors(self) -> list[str]:

@@ -732,13 +732,14 @@ class Panel(W.VBox):
         if generation.status != "succeeded":
             return
         fmt = self.context.preview_format
-        self.selected = generation
-        self.preview_image.format = "png" if fmt == "png" else "jpeg"
         try:
-            self.preview_image.value = generation.preview(self.context.preview_max_px, fmt)
-        except NanoBananaError as exc:
+            preview = generation.preview(self.context.preview_max_px, fmt)
+        except NanoBananaError as exc:  # gone or altered: neither shown nor selected
             self.status.value = _message(with_hint(exc))
             return
+        self.selected = generation
+        self.preview_image.format = "png" if fmt == "png" else "jpeg"
+        self.preview_image.value = preview
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
         self.preview_caption.value = (

@@ -91,9 +91,9 @@ def read_entries(store: Store, since: str | None = None) -> list[RunEntry]:
 
 def record(entry: RunEntry, store: Store) -> dict:
     """Everything known about one generation: the full request body, the row's metadata, references."""
-    elapsed = entry.elapsed
+    elapsed = entry.elapsed  # the task's own duration, as the run log recorded it
     if elapsed is None and entry.finished_at and entry.submitted_at:
-        elapsed = entry.finished_at - entry.submitted_at
+        elapsed = round(entry.finished_at - entry.submitted_at, 2)
     return {
         "task_id": entry.task_id,
         "status": entry.status,

@@ -216,13 +216,15 @@ class Store:
 
     def find_cached(self, key: str) -> RunEntry | None:
         """The newest succeeded entry with this cache key (file present or not: the caller checks it)."""
+        found = self.cached_entries(key)
+        return found[0] if found else None
+
+    def cached_entries(self, key: str) -> list[RunEntry]:
+        """Every succeeded entry with this cache key, newest first (an older one may still have its file)."""
         with self._lock:
             self._catch_up()
-            for task_id in reversed(self._by_key.get(key, [])):
-                entry = self._entries[task_id]
-                if entry.status == "succeeded":
-                    return replace(entry)
-        return None
+            entries = (self._entries[task_id] for task_id in reversed(self._by_key.get(key, [])))
+            return [replace(e) for e in entries if e.status == "succeeded"]
 
     def find_pending(self, key: str, younger_than: float, now: float | None = None) -> RunEntry | None:
         """The newest task with this cache key that has not ended and was submitted less than

@@ -283,7 +283,7 @@ class Session:
     @property
     def prices(self) -> Prices:
         """Task prices: `credit_costs`, else what this output_dir learned from the balance."""
-        return Prices(self.settings.credit_costs, self.store.output_dir)
+        return Prices(self.settings.credit_costs, self.store.output_dir, self.settings.base_url)
 
     def _learn_price(self, prices: Prices, resolution: str, before: float) -> float | None:
         from ..core.errors import NanoBananaError
@@ -323,46 +323,82 @@ class Session:
     def _reuse(self, key: str, body: dict, store: Store) -> tuple[Generation | None, str | None]:
         """Under the decision lock: a cached result whose file matches its hash, a task still
         pending (any kernel) to attach to, or None with the reason a cached result was not used."""
-        entry = store.find_cached(key)
+        cached = store.cached_entries(key)
         notice = None
-        if entry is not None:
-            state = file_state(store, entry)
-            if state == "ok":
+        for entry in cached:
+            if file_state(store, entry) == "ok":
                 return self._from_entry(entry, store, cached=True), None
-            restored = self._restore(entry, store, state)
+        if cached:
+            entry = cached[0]
+            state = file_state(store, entry)
+            restored, gone = self._restore(entry, store, state)
             if restored is not None:
                 return restored, None
-            notice = (
-                f"the saved image of task {entry.task_id} is {state} and the API no longer has it; submitted a new task"
-            )
+            notice = f"the saved image of task {entry.task_id} is {state} and {gone}; submitted a new task"
         pending = store.find_pending(key, younger_than=self.settings.timeout)
+        if pending is not None and self._forgotten(pending):
+            return None, f"task {pending.task_id} of the run log is unknown to the API; submitted a new task"
         if pending is not None:
             return self.attach(pending), None
         return None, notice
 
-    def _restore(self, entry: RunEntry, store: Store, state: str) -> Generation | None:
-        """Fetch a cached result again by its task id (record-info, then download; never a submit)."""
-        from ..core.errors import NanoBananaError
-
+    def _forgotten(self, entry: RunEntry) -> bool:
+        """True when the API answers "not found" for a pending task past the grace every new task
+        gets (an emulator restarted on the same port): attaching to it would fail every re-run."""
+        if time.time() - (entry.submitted_at or 0) < TaskRules.not_found_grace:
+            return False
         try:
-            status = self.connection.record_info(entry.task_id)
-        except NanoBananaError:
-            return None
-        if status.state.value != "succeeded":
-            return None
+            self.connection.record_info(entry.task_id)
+        except NanoBananaError as exc:
+            return exc.code == 404
+        return False
+
+    def _restore(self, entry: RunEntry, store: Store, state: str) -> tuple[Generation | None, str]:
+        """Fetch a cached result again by its task id (record-info, then download; never a submit).
+
+        Returns the restored generation, or None and why the API can no longer give it (then a new
+        task is paid for). Any other trouble (an outage, a refused key) raises: nothing is paid for
+        on a guess, and the cell can simply be run again.
+        """
+        from ..core.errors import DownloadError
+
+        task_id = entry.task_id
+        try:
+            status = self.connection.record_info(task_id)
+        except NanoBananaError as exc:
+            if exc.code == 404:
+                return None, "the API no longer has the task"
+            raise self._unrestored(exc, task_id, state) from None
+        if status.state.value != "succeeded" or not status.result_url:
+            return None, f"the API no longer has its result ({status.flag_name})"
+        try:
+            data = self.connection.download(status.result_url, task_id=task_id)
+        except DownloadError as exc:
+            if exc.code in (404, 410):
+                return None, f"its result URL has expired ({exc.code})"
+            raise self._unrestored(exc, task_id, state) from None
         generation = Generation(
-            entry.task_id,
+            task_id,
             entry.request,
             api=self.connection,
             sink=store,
             submitted_at=entry.submitted_at,
-            duration=entry.elapsed,
-            rules=TaskRules(timeout=None, schedule=self.schedule(_resolution(entry.request))),
+            duration=entry.elapsed,  # the run log's times stand; this only adds a "restored" event
+            rules=TaskRules(timeout=None),
         )
         generation.cached, generation.first_generated = True, entry.submitted_at
+        generation.parents = tuple(entry.parents)
         generation.notice = f"the saved file was {state}; fetched it again from the API (no new task)"
-        self.poller.track(generation, first_poll_in=0)
-        return generation
+        generation.complete(status.result_url, data)
+        return generation, ""
+
+    @staticmethod
+    def _unrestored(exc: NanoBananaError, task_id: str, state: str) -> NanoBananaError:
+        return exc.again(
+            f"the saved image of task {task_id} is {state} and fetching it again failed ({exc}); nothing was "
+            "submitted: run the cell again later, or use --force to pay for a new task",
+            task_id=task_id,
+        )
 
     def attach(self, entry: RunEntry) -> Generation:
         """Follow a task of the run log that is still pending (submitted by this or another kernel)."""
@@ -464,6 +500,8 @@ class Session:
         task_id = self.resolve_task_id(task_id)
         known = self.generations.get(task_id)
         entry = store.entry(task_id)
+        if known is not None and not known.done:
+            return known  # this kernel follows it already: a second poller would save it twice
         if known is not None and known.status == "succeeded" and (entry is None or file_state(store, entry) == "ok"):
             return known
         if entry is not None and entry.status == "succeeded" and file_state(store, entry) == "ok":

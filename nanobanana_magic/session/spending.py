@@ -3,8 +3,9 @@
 A task's cost comes from the `credit_costs` setting, else from what this directory learned:
 the balance read just before and just after a submit (a submit is charged when it is
 accepted) gives the price of that resolution. Learned prices are kept in
-`output_dir/.credit-costs.json` with the time they were learned, and learned again when a
-budget is in force and the price is more than a day old (two credit calls for that task).
+`output_dir/.credit-costs.json`, per API base URL (the emulator's prices are not the
+service's) and with the time they were learned, and learned again when a budget is in
+force and the price is more than a day old (two credit calls for that task).
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class Spending:
 
 
 class Prices:
-    """What a task of each resolution costs: the setting, else what was learned here."""
+    """What a task of each resolution costs at one API: the setting, else what was learned here."""
 
-    def __init__(self, configured: Mapping[str, float], output_dir: Path) -> None:
+    def __init__(self, configured: Mapping[str, float], output_dir: Path, api: str = "") -> None:
         self.configured = {k.upper(): float(v) for k, v in configured.items()}
         self.path = output_dir / COSTS_FILE
+        self.api = api.rstrip("/")
 
     def cost(self, resolution: str) -> float | None:
         resolution = resolution.upper()
@@ -97,19 +99,27 @@ class Prices:
         cost = before - after
         if not cost > 0:
             return None  # a refund or a top-up in between: nothing learned
-        learned = self._learned()
-        learned[resolution.upper()] = {"cost": cost, "t": round(time.time(), 3)}
+        every = self._file()
+        every.setdefault(self.api, {})[resolution.upper()] = {"cost": cost, "t": round(time.time(), 3)}
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(learned, indent=1, sort_keys=True), encoding="utf-8")
+            tmp.write_text(json.dumps(every, indent=1, sort_keys=True), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only directory learns again next time
         return cost
 
     def _learned(self) -> dict[str, dict]:
+        """This API's learned prices by resolution."""
+        mine = self._file().get(self.api, {})
+        return {k: v for k, v in mine.items() if isinstance(v, dict) and "cost" in v}
+
+    def _file(self) -> dict[str, dict]:
+        """{api: {resolution: {"cost", "t"}}}; anything else in the file is dropped (learned again)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return {k: v for k, v in data.items() if isinstance(v, dict) and "cost" in v} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {api: prices for api, prices in data.items() if isinstance(prices, dict) and "cost" not in prices}
