@@ -135,7 +135,7 @@ def generate_many(
     """
     from .core.params import PARAMETERS
     from .notebook.progress import Progress
-    from .session.session import batch_items
+    from .session.sources import batch_items
 
     session, magics = _session()
     defaults = {p.name: getattr(magics, p.name) for p in PARAMETERS if p.configurable} if magics else None

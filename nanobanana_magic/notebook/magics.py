@@ -306,7 +306,7 @@ class NanoBananaMagics(Magics, SettingsTraits):
     def show_dry_run(self, request: GenerationRequest, sources: list[Any]) -> None:
         """The body that would be sent, the references checked (nothing uploaded, nothing sent)."""
         from ..core.tables import dry_run_bundle
-        from ..session.session import PLANNED, PlannedUploads, with_references
+        from ..session.sources import PLANNED, PlannedUploads, with_references
 
         refs = self.session.references_for(sources, self.user_ns, upload=False) if sources else []
         planner = PlannedUploads(self.session.settings)

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, NanoBananaError
-from ..core.params import GenerationRequest, is_public_url, request_key
+from ..core.params import GenerationRequest, request_key
 from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule
 from ..http.budget import RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
 from ..runtime.store import RunEntry, Store
+from .checks import check_callback, check_output_dir, check_timeout, file_state
 from .registry import Registry
 from .settings import Settings
+from .sources import PLANNED, PlannedUploads, batch_items, cache_identities, split_sources, with_references
 from .spending import Prices, Spending
 
 if TYPE_CHECKING:
@@ -454,7 +456,7 @@ class Session:
 
         if concurrency is not None and concurrency < 1:
             raise InvalidRequestError(f"concurrency {concurrency} is not allowed; use 1 or more (default 4)")
-        split = [_split_sources(item) for item in batch_items(requests)]
+        split = [split_sources(item) for item in batch_items(requests)]
         rows = as_rows([item for item, _ in split], defaults)
         refs_of: dict[int, Sequence[Reference]] = {}  # id(row) → its references
         for index, ((_, sources), row) in enumerate(zip(split, rows)):
@@ -582,112 +584,5 @@ class Session:
         return generation
 
 
-PLANNED = "https://upload.invalid/"  # the stand-in URL of an upload not made (the .invalid TLD never resolves)
-
-
-class PlannedUploads:
-    """A stand-in uploader: names what would be uploaded where, uploads nothing (see `references_for`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def url_for(self, data: bytes, suffix: str) -> str:
-        import hashlib
-
-        return PLANNED + hashlib.sha256(data).hexdigest() + suffix
-
-    def describe(self, url: str) -> str:
-        """Where a stand-in URL's image would go, for a dry run."""
-        name = url[len(PLANNED) :]
-        settings = self.settings
-        if settings.upload_public_url.strip():
-            return settings.upload_public_url.strip().rstrip("/") + "/" + name
-        return f"<signed URL of {settings.upload_to.strip().rstrip('/')}/{name}, valid {settings.upload_expiry:g} s>"
-
-
-def cache_identities(references: Sequence[Reference]) -> list[str]:
-    """Per reference, what identifies its image for the cache (`references.cache_identity`)."""
-    from ..runtime.references import cache_identity  # hashlib and friends: not at %load_ext
-
-    return cache_identity(references)
-
-
-def with_references(request: GenerationRequest, references: Sequence[Reference]) -> GenerationRequest:
-    """The request carrying the references' URLs as its imageUrls."""
-    return request.replace(image_urls=[r.url for r in references])
-
-
-def batch_items(requests: Any) -> list[Any]:
-    """A batch's items: a DataFrame-like object's records, one item, or the items given."""
-    if callable(getattr(requests, "to_dict", None)) and not isinstance(requests, Mapping):
-        return list(requests.to_dict("records"))
-    if isinstance(requests, (str, Mapping)):
-        return [requests]
-    return list(requests)
-
-
-def _split_sources(item: Any) -> tuple[Any, Any]:
-    """A batch row without its reference sources, and the sources (None when it has none of its own)."""
-    if not isinstance(item, Mapping) or not ({"image_urls", "references"} & set(item)):
-        return item, None
-    row = dict(item)
-    sources = _as_list(row.pop("image_urls", None)) + _as_list(row.pop("references", None))
-    return row, sources
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def file_state(store: Store, entry: RunEntry) -> str:
-    """ "ok", "missing" or "altered": the saved file of a succeeded entry against its recorded sha256."""
-    import hashlib
-
-    path = store.file_path(entry)
-    if not entry.file or not path.is_file():
-        return "missing"
-    if entry.sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
-        return "altered"
-    return "ok"
-
-
 def _resolution(request: Mapping[str, Any]) -> str:
     return str(request.get("resolution") or "1K")
-
-
-def check_callback(callback_url: str | None, base_url: str) -> None:
-    """A callback URL must be one the API can reach: public, unless the API itself is local (the emulator)."""
-    if callback_url and not is_public_url(callback_url) and is_public_url(base_url):
-        from ..core.errors import InvalidRequestError
-
-        raise InvalidRequestError(
-            f"callback URL '{callback_url[:80]}' is not reachable from the internet, so the service cannot POST "
-            "to it; leave it out (polling runs anyway) or give a public URL"
-        )
-
-
-def check_timeout(timeout: float | None) -> None:
-    """A per-task timeout must be a positive number of seconds."""
-    import math
-
-    if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
-        from ..core.errors import InvalidRequestError
-
-        raise InvalidRequestError(f"timeout {timeout:g} is not allowed; use a number of seconds above 0 (default 600)")
-
-
-def check_output_dir(path: Path) -> None:
-    """Create `output_dir` if needed; a one-line error when it cannot hold the run log and images."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-    else:
-        if os.access(path, os.W_OK | os.X_OK):
-            return
-        reason = "not writable"
-    raise NanoBananaError(
-        f"output_dir {str(path)!r} cannot be used ({reason}); nothing was submitted", hint="output_dir"
-    )
