@@ -205,6 +205,9 @@ def test_a_deleted_cached_file_the_api_forgot_is_paid_again_with_a_one_line_noti
     assert len(notice) == 1 and "missing" in notice[0] and "new task" in notice[0], again["text"]
 
 
+# -- D1. a cache hit is checked before it is shown; a repair pays only when the API cannot give it --
+
+
 def test_a_deleted_cached_file_whose_result_url_expired_is_paid_again_with_a_one_line_notice(
     emulator, kernel_env, tmp_path
 ):
@@ -332,7 +335,9 @@ def test_two_kernels_running_the_same_notebook_at_once_pay_once_per_request(emul
         assert a["task_id"] == b["task_id"]
     texts = [shown(results[k].cells[i])["text"] for k in "ab" for i in (1, 2, 3)]
     assert any("resumed" in t for t in texts), texts  # the later kernel followed the earlier one's task
-    assert len(submitted(tmp_path / "out")) == 3
+    events = [r["event"] for r in run_log(tmp_path / "out")]
+    assert events.count("submitted") == events.count("finished") == 3 and len(events) == 6
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3  # one saved copy per task, not one per kernel
 
 
 # -- F5. fetching never rewrites provenance -------------------------------------------------------

@@ -10,13 +10,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.params import GenerationRequest, request_key
 from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule
-from ..http.budget import RequestBudget
+from ..http.budget import POLL, RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
 from ..runtime.store import RunEntry, Store
@@ -27,8 +28,10 @@ from .sources import PLANNED, PlannedUploads, batch_items, cache_identities, spl
 from .spending import Prices, Spending
 
 if TYPE_CHECKING:
+    from ..core.status import TaskStatus
     from ..http.connection import Connection
     from ..runtime.batch import OnProgress
+    from ..runtime.generation import Outcome
     from ..runtime.references import Reference
     from ..runtime.uploads import Uploader
 
@@ -268,12 +271,13 @@ class Session:
             if before is not None:
                 cost = self._learn_price(prices, request.resolution, before) or cost
             self.spending.charge(cost)
+        shared = SharedResult(connection, store)  # another kernel may attach to this task
         generation = Generation(
             task_id,
             body,
-            api=connection,
+            api=shared,
             submitted_at=submitted_at,
-            sink=store,
+            sink=shared,
             rules=self.rules(timeout, request.resolution),
         )
         generation.notice = notice
@@ -408,11 +412,12 @@ class Session:
         if known is not None and not known.done:
             known.resumed = True
             return known
+        shared = SharedResult(self.connection, self.store)
         generation = Generation(
             entry.task_id,
             entry.request,
-            api=self.connection,
-            sink=self.store,
+            api=shared,
+            sink=shared,
             submitted_at=entry.submitted_at,
             rules=self.rules(None, _resolution(entry.request)),
         )
@@ -582,6 +587,70 @@ class Session:
         )
         generation.parents = tuple(entry.parents)
         return generation
+
+
+class SharedResult:
+    """API and sink of an attached task, which another kernel may be following too.
+
+    The image is saved and its outcome logged under the directory's decision lock, after a look at
+    the run log: whichever kernel gets there first saves it; the others take that file (no second
+    copy, no second outcome line, and no download when they look after it was logged).
+    """
+
+    def __init__(self, connection: Connection, store: Store) -> None:
+        self.connection, self.store = connection, store
+        self._held: ExitStack | None = None  # the decision lock, from save_image to record_outcome
+
+    def _saved(self, task_id: str) -> RunEntry | None:
+        """The run log's succeeded entry of this task when its file is there and matches its hash."""
+        try:
+            entry = self.store.entry(task_id)
+            if entry is None or entry.status != "succeeded" or not entry.sha256:
+                return None
+            return entry if file_state(self.store, entry) == "ok" else None
+        except OSError:  # the directory is gone or unreadable: saving will say so
+            return None
+
+    def record_info(self, task_id: str, *, priority: int = POLL) -> TaskStatus:
+        return self.connection.record_info(task_id, priority=priority)
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes:
+        entry = self._saved(task_id or "")
+        if entry is not None:
+            try:
+                return self.store.file_path(entry).read_bytes()
+            except OSError:
+                pass  # removed since: download it after all
+        return self.connection.download(url, task_id=task_id)
+
+    def save_image(
+        self, task_id: str, request: dict, url: str | None, submitted_at: float, data: bytes
+    ) -> tuple[Path, str]:
+        held = ExitStack()
+        held.enter_context(self.store.deciding())
+        self._held = held
+        try:
+            entry = self._saved(task_id)
+            if entry is not None:
+                return self.store.file_path(entry), str(entry.sha256)
+            return self.store.save_image(task_id, request, url, submitted_at, data)
+        except BaseException:
+            self._release()
+            raise
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        try:
+            entry = self.store.entry(outcome.task_id)
+            logged = entry is not None and not entry.pending and entry.status == outcome.status.value
+            if not (logged and outcome.path in (None, self.store.file_path(entry))):  # type: ignore[arg-type]
+                self.store.record_outcome(outcome)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
 
 def _resolution(request: Mapping[str, Any]) -> str:
