@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import scale_plain
 from emulator_host import EmulatorHost
 from kernel_driver import Kernel
 from kernel_helpers import kernel_environment
@@ -58,6 +59,7 @@ class Variant:
     rate: float  # max_requests_per_second
     service_limit: int | None  # the emulator's rate limit
     output_format: str = "png"  # the product's default
+    workers: int | None = None  # None: the product's default
 
 
 BEFORE = Variant("before", OLD_SCHEDULE, 10_000.0, None)
@@ -109,6 +111,7 @@ def _configure(kernel: Kernel, variant: Variant, output_dir: Path) -> None:
         f"%config NanoBananaMagics.poll_schedule = {variant.schedule!r}\n"
         f"%config NanoBananaMagics.max_requests_per_second = {variant.rate!r}\n"
         f"%config NanoBananaMagics.output_format = {variant.output_format!r}"
+        + (f"\n%config NanoBananaMagics.workers = {variant.workers}" if variant.workers else "")
     )
 
 
@@ -346,6 +349,7 @@ def _explain(fig: RunFigures) -> list[str]:
 def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) -> Section:
     section = Section("Many tasks in one kernel (before / after the budget and the learned schedule)")
     figures: list[RunFigures] = []
+    plain = None
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(tmp)
         with EmulatorHost(
@@ -358,6 +362,30 @@ def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) 
                     fig = run_one(emulator, root, size, variant, output_dir)
                     figures.append(fig)
                     print(f"  {size} {variant.name}: {time.monotonic() - started:.0f} s", flush=True)
+                if size == jpeg_size:
+                    started = time.monotonic()
+                    emulator.reset()
+                    emulator.set_rate_limit(BUDGET)
+                    plain = scale_plain.run(emulator, KEY, output_dir, size, float(BUDGET))
+                    print(f"  {size} plain process: {time.monotonic() - started:.0f} s", flush=True)
     section.rows.extend(_row(fig) for fig in figures)
     section.notes.extend(_notes(figures))
+    if plain is not None:
+        section.rows.append(_plain_row(plain, jpeg_size or 0))
+        section.notes.append(
+            f"Control run: the same {jpeg_size:,} PNG tasks and history, budget and emulator rate limit, from a "
+            "`Session` in a plain Python process (`scale_plain.py`): no kernel, no cell outputs, so no previews "
+            "and no status lines; lag there is the end → the generation's end event. It separates what the "
+            "service and the polling cost from what showing a thousand results in a notebook costs."
+        )
     return section
+
+
+def _plain_row(plain: dict, size: int) -> Row:
+    return Row(
+        f"{size:,} tasks, after, plain Python process (no display)",
+        f"{plain['polls_per_task']:.1f} status req/task; peak {plain['peak_rps']}/s; lag p50 "
+        f"{sec(median(plain['lags']))} / p95 {sec(p95(plain['lags']))}; CPU {ms(plain['cpu_per_task'])}/task; "
+        f"failed {plain['failed']}; 429s sent {plain['answered_429']}",
+        runs="1 run",
+    )
