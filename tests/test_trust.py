@@ -359,7 +359,7 @@ def test_fetch_of_a_deleted_file_keeps_the_recorded_times_and_status(emulator, k
 
     before, after = (json.loads((tmp_path / n).read_text())[0] for n in ("before.json", "after.json"))
     assert {k: before[k] for k in PROVENANCE} == {k: after[k] for k in PROVENANCE}
-    assert before["file"] != after["file"] and Path(after["file"]).exists()
+    assert Path(after["file"]).exists()  # the same name again when the fetch falls in the same second
     assert fetched["elapsed"] == task["elapsed"] == before["elapsed_s"]
     assert f"{task['elapsed']:.1f} s" in fetched["text"]
     events = [r["event"] for r in run_log(tmp_path / "out")]
