@@ -68,3 +68,13 @@ def test_ctrl_c_in_nanobanana_wait_is_one_line_and_the_task_goes_on(emulator, ke
     assert "stopped waiting" in error.evalue and "threading" not in "".join(error.traceback)
     assert "pending" in next(line for line in history.splitlines() if task_id in line)
     assert emulator.submit_count == 1
+
+
+def test_damaged_run_log_lines_are_counted_and_history_says_so(shell, emulator, capsys):
+    assert shell.run_cell("%%nanobanana\na lighthouse").success
+    log = shell.magics_manager.registry["NanoBananaMagics"].session.store.log_path
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write("{this line was damaged\n")
+    capsys.readouterr()
+    assert shell.run_cell("%nanobanana history").success
+    assert "1 damaged line(s) of runs.jsonl were skipped" in capsys.readouterr().out
