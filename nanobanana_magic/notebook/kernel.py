@@ -64,9 +64,22 @@ class KernelBridge:
     def update(self, handle: Any, data: dict, metadata: dict | None = None) -> None:
         """`handle.update` with a raw bundle, safe from any thread."""
         with self._publish_lock:
-            if threading.current_thread() is not threading.main_thread() and self._parent is not None:
+            if (
+                threading.current_thread() is not threading.main_thread()
+                and self._parent is not None
+                and self._parent_per_thread()
+            ):
                 try:
                     self.shell.display_pub.set_parent(self._parent)
                 except Exception:
                     pass
             handle.update(data, metadata=metadata or {}, raw=True)
+
+    def _parent_per_thread(self) -> bool:
+        """True where the display publisher keeps its parent per thread (ipykernel 7: a ContextVar).
+
+        ipykernel 6 keeps one parent for every thread, which the kernel sets for the running cell:
+        setting it from a worker there would hand the running cell's own outputs to another cell.
+        """
+        publisher = getattr(self.shell, "display_pub", None)
+        return isinstance(getattr(type(publisher), "parent_header", None), property)
