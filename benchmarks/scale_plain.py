@@ -34,7 +34,7 @@ def child(base_url: str, key: str, output_dir: str, count: int, rate: float) -> 
     generations = []
     cpu = time.process_time()
     for i in range(count):
-        generation = session.submit(GenerationRequest(prompt=f"plain process {i}"))
+        generation = session.submit(GenerationRequest(prompt=f"plain process {rate:g}/s {i}"))  # never cached
         generation.add_listener(lambda g: seen.setdefault(g.task_id, time.time()) if g.done else None)
         generations.append(generation)
     for generation in generations:
