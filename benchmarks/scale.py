@@ -407,16 +407,15 @@ def _compare(figures: list[RunFigures], plains: list[tuple[str, float, dict]]) -
         "The 1,000-task runs side by side (same durations, history, emulator limit at 400/s): "
         + "; ".join(parts)
         + ".",
-        "How to read them. A 429 halves the kernel's rate and pauses it for the Retry-After (1 s here), and at the "
-        "peak of a thousand tasks ending the status requests then fall behind for seconds. The client's budget "
+        "How to read them. A 429 halves the kernel's rate and pauses it for the Retry-After (1 s here); at the "
+        "peak of a thousand tasks ending, the status requests then fall behind for seconds. The client's budget "
         "holds at its start times; the service counts arrivals, a few ms later and not evenly, so a budget exactly "
-        "at the service's limit now and then sends one request too many in the service's window: a budget 5 % "
-        "under it sent none. In the kernel, the other thing in the way is the CPU: every 1K PNG result needs its "
-        "1024 px JPEG preview decoded from the PNG ('CPU of one finished result'), and a thousand ending within "
-        "about 15 s take the 2 cores, which also run the emulator and this benchmark's frontend; JPEG results "
-        "(a small JPEG is its own preview) do not. A status request made late sees its task ended seconds ago "
-        "(the schedule is by age: the polls it missed are not made up), hence the few requests per task of a run "
-        "that fell behind.",
+        "at the service's limit now and then sends one request too many in the service's window: 5 % under it, "
+        "none. A PNG run that fell behind without any 429 made its status requests late (its detection above) "
+        "while finishing a result once seen stayed quick; it differs from the JPEG run only in what a result "
+        "costs the poller's workers (the 1024 px preview decoded from each PNG, 'CPU of one finished result'). "
+        "A status request made late sees its task ended seconds ago (the schedule is by age: the polls it "
+        "missed are not made up), hence the few requests per task of a run that fell behind.",
     ]
 
 
