@@ -217,8 +217,8 @@ def _thread_cpu(kernel: Kernel, pid: int) -> dict[str, float]:
             if tid == str(pid)
             else "poller workers"
             if name.startswith("nanobanana-worker")
-            else "poller scheduler"
-            if name.startswith("nanobanana-scheduler")
+            else "poller polls"
+            if name.startswith("nanobanana-poll")
             else "IOPub"
             if "iopub" in name.lower() or "IOPub" in name
             else "other"

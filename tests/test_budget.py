@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from nanobanana_magic.http.budget import (
+    ARRIVAL_SLACK,
     DEFAULT_RATE,
     MAX_RETRY_AFTER,
     MIN_RATE,
@@ -41,7 +42,7 @@ class SimulatedTime:
 
 def simulated(rate: float) -> tuple[RequestBudget, SimulatedTime]:
     time = SimulatedTime()
-    return RequestBudget(rate, clock=time, wait=time.wait), time
+    return RequestBudget(rate, clock=time, wait=time.wait, slack=0.0), time
 
 
 def max_starts_in_any_window(starts: list[float], seconds: float = 1.0) -> int:
@@ -79,6 +80,20 @@ def test_no_one_second_window_holds_more_than_the_budget():
     assert max_starts_in_any_window(starts) == 7
     assert all(b >= a + 1.0 for a, b in zip(starts, starts[7:]))
     assert budget.started == len(starts)
+
+
+def test_the_default_window_keeps_jittered_arrivals_within_the_budget_at_the_service():
+    time = SimulatedTime()
+    budget = RequestBudget(50, clock=time, wait=time.wait)
+    rng = random.Random(7)
+    starts = take(budget, time, 2000)
+    arrivals = [start + rng.uniform(0.0, ARRIVAL_SLACK) for start in starts]  # up to 50 ms on the way
+    assert max_starts_in_any_window(arrivals) == 50
+    # Kept to the exact second, the same jitter puts one request too many in some window.
+    exact, time = simulated(50)
+    rng = random.Random(7)
+    arrivals = [start + rng.uniform(0.0, ARRIVAL_SLACK) for start in take(exact, time, 2000)]
+    assert max_starts_in_any_window(arrivals) > 50
 
 
 def test_the_window_slides_so_no_burst_straddles_a_second_boundary():
@@ -241,7 +256,7 @@ class SteppedTime:
 
 def stepped(rate: float) -> tuple[RequestBudget, SteppedTime]:
     time = SteppedTime()
-    return RequestBudget(rate, clock=time, wait=time.wait, condition=time.condition), time
+    return RequestBudget(rate, clock=time, wait=time.wait, condition=time.condition, slack=0.0), time
 
 
 def start_waiters(budget: RequestBudget, time: SteppedTime, names_and_priorities, served: list) -> list:

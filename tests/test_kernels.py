@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from nbformat import NotebookNode
 
 pytestmark = pytest.mark.kernel
 
-JPEG_PREVIEW = "data:image/jpeg;base64,"
+PREVIEW = re.compile(r"data:image/(?:jpeg|png);base64,")  # a small PNG is its own preview
 RAISES = "raises-exception"
 FIFTEEN_IMAGES = " ".join(f"-i https://example.org/{n}.png" for n in range(15))
 
@@ -122,7 +123,7 @@ def assert_shows_image(cell: NotebookNode) -> dict:
     assert len(shown) == 1, cell.outputs
     output = shown[0]
     assert output.output_type == "display_data"
-    assert JPEG_PREVIEW in output.data["text/html"], output.data["text/plain"]
+    assert PREVIEW.search(output.data["text/html"]), output.data["text/plain"]
     task = output.metadata[TASK_MIME]
     assert task["status"] == "succeeded"
     assert task["task_id"] in output.data["text/plain"]

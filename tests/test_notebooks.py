@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -36,7 +37,7 @@ def test_notebook_executes_headless_and_holds_its_images(path, emulator, kernel_
     ).execute()
     nbformat.write(notebook, tmp_path / path.name)
     text = json.dumps(notebook)
-    assert text.count("data:image/jpeg;base64,") >= 1
+    assert len(re.findall(r"data:image/(?:jpeg|png);base64,", text)) >= 1
     assert API_KEY not in text
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     tagged = [c for c in notebook.cells if "raises-exception" in c.metadata.get("tags", [])]

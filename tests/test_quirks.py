@@ -347,7 +347,7 @@ def shown_task(cell: Any) -> dict:
     assert len(shown) == 1, cell.outputs
     task = shown[0].metadata["application/vnd.nanobanana.task+json"]
     assert task["status"] == "succeeded", plain_text(cell)
-    assert "data:image/jpeg;base64," in shown[0].data["text/html"]
+    assert re.search(r"data:image/(?:jpeg|png);base64,", shown[0].data["text/html"])
     return task
 
 

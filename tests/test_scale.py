@@ -200,6 +200,23 @@ def test_learned_durations_follow_the_run_log_as_any_kernel_appends_to_it(tmp_pa
     assert ours.durations("4k") == [31.0]
     assert ours.durations("2K") == []
     assert ours.durations("1K", newest=1) == [21.0]
+    assert ours.duration_count("1K") == 2
+
+
+def test_the_newest_durations_are_the_last_submitted_not_the_last_to_finish(tmp_path):
+    from nanobanana_magic.core.states import TaskState
+    from nanobanana_magic.runtime.generation import Outcome
+    from nanobanana_magic.runtime.store import Store
+
+    store = Store(tmp_path)
+    durations = [10.0 + (n * 7) % 20 for n in range(300)]  # a batch: quick and slow tasks mixed
+    for n in range(300):
+        store.record_submit(f"t{n}", {"prompt": "p", "resolution": "1K"}, 1000.0 + n / 100)
+    # They finish in the order they end: the slowest last.
+    for n in sorted(range(300), key=lambda n: 1000.0 + n / 100 + durations[n]):
+        store.record_outcome(Outcome(f"t{n}", TaskState.SUCCEEDED, 1000.0 + n / 100 + durations[n], durations[n]))
+    assert store.durations("1K", newest=100) == durations[200:]
+    assert store.duration_count("1K") == 300
 
 
 def test_the_environments_proxy_settings_still_apply_and_are_read_once_per_host(monkeypatch):

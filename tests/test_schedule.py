@@ -12,7 +12,6 @@ from nanobanana_magic.core.schedule import (
     MIN_GAP,
     FixedSchedule,
     LearnedSchedule,
-    durations_by_resolution,
     validate_schedule,
 )
 
@@ -196,43 +195,3 @@ def test_a_schedule_is_decided_by_age_so_a_delayed_poll_does_not_shift_the_plan(
     # The budget held the third poll back by half a gap: the fourth is still the planned fourth.
     late = planned[2] + (planned[3] - planned[2]) / 2
     assert schedule.next_poll(late, 3) == planned[3]
-
-
-# -- history ---------------------------------------------------------------------
-
-
-def test_durations_come_from_succeeded_records_per_resolution_newest_last():
-    records = [
-        {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 100.0, "finished_t": 121.5},
-        {
-            "request": {"resolution": "4K"},
-            "status": "succeeded",
-            "created": "2026-02-27 12:00:02",
-            "completed": "2026-02-27 12:00:41",
-        },
-        {"request": {"resolution": "1K"}, "status": "failed", "submitted_t": 0.0, "finished_t": 3.0},
-        {"request": {"resolution": "1K"}, "status": "pending", "submitted_t": 0.0},
-        {"request": {"resolution": "2k"}, "status": "succeeded", "submitted_t": 10.0, "finished_t": 40.0},
-        {"request": {}, "status": "succeeded", "submitted_t": 0.0, "finished_t": 5.0},
-        {"request": {"resolution": "1K"}, "status": "succeeded", "created": "garbage", "completed": "x"},
-        {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 50.0, "finished_t": 40.0},
-        {
-            "request": {"resolution": "1K"},
-            "status": "succeeded",
-            "submitted_t": 200.0,
-            "finished_t": 219.0,
-            "created": "2026-02-27 12:00:00",
-            "completed": "2026-02-27 12:00:30",
-        },
-        "not a record",
-    ]
-    assert durations_by_resolution(records) == {"1K": [21.5, 19.0], "4K": [39.0], "2K": [30.0]}
-
-
-def test_only_the_newest_durations_are_kept():
-    records = [
-        {"request": {"resolution": "1K"}, "status": "succeeded", "submitted_t": 0.0, "finished_t": float(d)}
-        for d in range(1, 301)
-    ]
-    durations = durations_by_resolution(records, newest=200)["1K"]
-    assert durations == [float(d) for d in range(101, 301)]

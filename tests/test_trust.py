@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -41,7 +42,7 @@ from nanobanana_magic.emulator import Emulator
 pytestmark = pytest.mark.kernel
 
 RAISES = "raises-exception"
-JPEG_PREVIEW = "data:image/jpeg;base64,"
+PREVIEW = re.compile(r"data:image/(?:jpeg|png);base64,")  # a small PNG is its own preview
 MAGICS = "magics = get_ipython().magics_manager.registry['NanoBananaMagics']"
 RESEARCH = Path(__file__).resolve().parents[1] / "notebooks" / "reproducible-research.ipynb"
 
@@ -54,7 +55,7 @@ def shown(cell: NotebookNode) -> dict:
     outputs = task_outputs(cell)
     assert len(outputs) == 1, cell.outputs
     output = outputs[0]
-    assert JPEG_PREVIEW in output.data.get("text/html", ""), output.data["text/plain"]
+    assert PREVIEW.search(output.data.get("text/html", "")), output.data["text/plain"]
     task = dict(output.metadata[TASK_MIME])
     assert task["status"] == "succeeded", task
     task["text"] = output.data["text/plain"]
@@ -422,7 +423,7 @@ def test_resume_after_a_killed_three_task_sweep_shows_all_three_results(emulator
     assert "resumed 3 pending task(s)" in plain_text(resumed)
     outputs = task_outputs(resumed)
     assert len(outputs) == 3
-    assert all(JPEG_PREVIEW in o.data["text/html"] for o in outputs), [o.data["text/plain"] for o in outputs]
+    assert all(PREVIEW.search(o.data["text/html"]) for o in outputs), [o.data["text/plain"] for o in outputs]
     ratios = sorted(o.metadata[TASK_MIME]["request"]["aspectRatio"] for o in outputs)
     assert ratios == ["16:9", "1:1", "4:3"]
     assert "pending" not in after and emulator.submit_count == 3

@@ -26,23 +26,25 @@ def image_format(data: bytes) -> str:
     return "bin"
 
 
-#: A JPEG already within `max_px` and no larger than this is its own preview (nothing decoded):
-#: about twice the size of a 1024 px preview at quality 85, so the notebook stays small.
+#: A PNG or JPEG already within `max_px` and no larger than this is its own preview (nothing
+#: decoded): about twice the size of a 1024 px preview at quality 85, so the notebook stays small.
 PASSTHROUGH_MAX_BYTES = 256 * 1024
 
 
 def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85) -> bytes:
     """A copy no larger than `max_px` on its longest side, encoded as JPEG or PNG.
 
-    Decodes as little as it can: a small JPEG that already fits is used as it is (comments
-    dropped), a large JPEG is decoded at a reduced scale (`draft`), anything else once.
+    Decodes as little as it can: a small file that already fits is used as it is (a JPEG
+    without its comments; a PNG also where JPEG is asked, since every browser shows both: it
+    saves decoding a million pixels per 1K result), a large JPEG is decoded at a reduced scale
+    (`draft`), anything else once. `image_format` of the answer tells which it is.
     """
     from PIL import Image
 
     with Image.open(BytesIO(data)) as image:
         wants_jpeg = fmt.lower() in ("jpeg", "jpg")
-        if wants_jpeg and _fits_as_is(image, len(data), max_px):
-            return _without_comments(data)
+        if _fits_as_is(image, len(data), max_px, wants_jpeg):
+            return _without_comments(data) if image.format == "JPEG" else data
         if image.format == "JPEG":
             image.draft("RGB", (max_px, max_px))  # decode at reduced scale: much faster for 4K
         # reducing_gap 1: shrink by the largest whole factor first (a box average, as good as any
@@ -61,13 +63,12 @@ def preview_bytes(data: bytes, max_px: int, fmt: str = "jpeg", quality: int = 85
         return out.getvalue()
 
 
-def _fits_as_is(image: Any, size: int, max_px: int) -> bool:
-    return (
-        image.format == "JPEG"
-        and image.mode in ("RGB", "L")
-        and max(image.size) <= max_px
-        and size <= PASSTHROUGH_MAX_BYTES
-    )
+def _fits_as_is(image: Any, size: int, max_px: int, wants_jpeg: bool) -> bool:
+    if max(image.size) > max_px or size > PASSTHROUGH_MAX_BYTES:
+        return False
+    if image.format == "PNG":
+        return True
+    return wants_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L")  # browsers show CMYK badly
 
 
 def _without_comments(data: bytes) -> bytes:

@@ -94,7 +94,9 @@ def params_text(request: Mapping[str, Any]) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
-def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
+def data_uri(data: bytes) -> str:
+    """`data:` URI of PNG or JPEG bytes (a preview may be either: see `images.preview_bytes`)."""
+    mime = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -155,16 +157,15 @@ def error_bundle(gen: GenerationView, message: str | None = None) -> Bundle:
     return {"text/plain": text, "text/html": f"<div style='{ERROR}'>{html.escape(text)}</div>"}, task_metadata(gen)
 
 
-def result_bundle(gen: GenerationView, preview: bytes | None, fmt: str = "jpeg", notes: Sequence[str] = ()) -> Bundle:
+def result_bundle(gen: GenerationView, preview: bytes | None, notes: Sequence[str] = ()) -> Bundle:
     """Preview image and caption as one output (`notes` are extra caption lines)."""
     lines = [*notes, *caption_lines(gen)]
     if preview is None:
         return {"text/plain": "\n".join(lines)}, task_metadata(gen)
-    mime = "image/png" if fmt.lower() == "png" else "image/jpeg"
     caption = "<br>".join(html.escape(line) for line in lines)
     alt = html.escape(excerpt(gen.prompt), quote=True)
     markup = (
-        f"<figure style='margin:0'><img src='{data_uri(preview, mime)}' alt=\"{alt}\" "
+        f"<figure style='margin:0'><img src='{data_uri(preview)}' alt=\"{alt}\" "
         f"style='max-width:100%;height:auto'/><figcaption style='{MUTED}'>{caption}</figcaption></figure>"
     )
     return {"text/plain": "\n".join(lines), "text/html": markup}, task_metadata(gen)
@@ -173,14 +174,13 @@ def result_bundle(gen: GenerationView, preview: bytes | None, fmt: str = "jpeg",
 def bundle_for(
     gen: GenerationView,
     preview: bytes | None = None,
-    fmt: str = "jpeg",
     *,
     error_message: str | None = None,
     notes: Sequence[str] = (),
 ) -> Bundle:
     """The bundle for the generation's current state."""
     if gen.state is TaskState.SUCCEEDED:
-        return result_bundle(gen, preview, fmt, notes)
+        return result_bundle(gen, preview, notes)
     if gen.state is TaskState.FAILED:
         return error_bundle(gen, error_message)
     return status_bundle(gen)
@@ -188,7 +188,7 @@ def bundle_for(
 
 def generation_html(gen: GenerationView, preview: bytes | None) -> str:
     """`_repr_html_` of a Generation: a small preview or its state."""
-    data, _ = bundle_for(gen, preview, "jpeg")
+    data, _ = bundle_for(gen, preview)
     return data.get("text/html") or f"<pre>{html.escape(data['text/plain'])}</pre>"
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 MIN_EVERY = 0.1  # the smallest interval a user may configure (INTERFACE.md)
@@ -32,7 +32,6 @@ DEFAULT_STEPS: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (ma
 TAIL_QUANTILE = 0.99  # past it, the fallback's cadence
 NEWEST_DURATIONS = 200  # per resolution: enough for the tails, recent enough to follow the service
 _EXAMPLE = "e.g. [[60, 1], [180, 2], [1e9, 5]]"
-_SERVICE_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 class PollSchedule(Protocol):
@@ -221,53 +220,3 @@ class LearnedSchedule:
     def __repr__(self) -> str:
         plan = ", ".join(f"{t:.2f}" for t in self.poll_times)
         return f"LearnedSchedule([{plan}], fallback={self.fallback!r})"
-
-
-# -- history -----------------------------------------------------------------
-
-
-def _record_duration(record: Mapping[str, Any]) -> float | None:
-    """Submit-to-end seconds of one record, or None.
-
-    The client's own times come first: they share the poll ages' origin (our submit) and
-    are sub-second, where the service's strings have 1 s resolution (a 3 s task would
-    read as 2, 3 or 4 s). They include the lag of the poll that saw the end, which moves
-    the plan slightly later: fewer wasted polls, never a missed end.
-    """
-    start, end = record.get("submitted_t"), record.get("finished_t")
-    if _is_number(start) and _is_number(end):
-        return float(end) - float(start)  # type: ignore[arg-type]
-    created, completed = record.get("created"), record.get("completed")
-    if isinstance(created, str) and isinstance(completed, str):
-        from datetime import datetime  # on first use, not at %load_ext
-
-        try:
-            delta = datetime.strptime(completed.strip(), _SERVICE_TIME) - datetime.strptime(
-                created.strip(), _SERVICE_TIME
-            )
-        except ValueError:
-            return None
-        return delta.total_seconds()
-    return None
-
-
-def durations_by_resolution(
-    records: Iterable[Mapping[str, Any]], *, newest: int = NEWEST_DURATIONS
-) -> dict[str, list[float]]:
-    """Durations of the succeeded tasks per resolution ("1K", ...), oldest first, the newest `newest` of each.
-
-    `records` are run-log-like dicts in log order (oldest first) with `request.resolution`,
-    `status`, and `submitted_t`/`finished_t` epoch floats or `created`/`completed` service
-    times ("YYYY-MM-DD HH:MM:SS"). Records that say nothing usable are skipped.
-    """
-    found: dict[str, list[float]] = {}
-    for record in records:
-        if not isinstance(record, Mapping) or record.get("status") != "succeeded":
-            continue
-        request = record.get("request")
-        resolution = request.get("resolution") if isinstance(request, Mapping) else None
-        duration = _record_duration(record)
-        if not isinstance(resolution, str) or duration is None or not (0 < duration < math.inf):
-            continue
-        found.setdefault(resolution.strip().upper(), []).append(duration)
-    return {resolution: durations[-newest:] for resolution, durations in found.items()}

@@ -34,7 +34,7 @@ def generation_bundle(generation: Generation, max_px: int, fmt: str, *, quiet_er
     except (OSError, SyntaxError, ValueError) as exc:  # the file is saved; only the preview failed
         preview, notes = None, [*notes, f"(no preview: the image could not be decoded: {type(exc).__name__})"]
     message = with_hint(generation.exception) if generation.exception is not None else None
-    return bundle_for(generation, preview, fmt, error_message=message, notes=notes)
+    return bundle_for(generation, preview, error_message=message, notes=notes)
 
 
 class LiveOutput:

@@ -351,19 +351,46 @@ class Generation:
         age = self.elapsed if age is None else age
         return max(0.0, self.rules.schedule.next_poll(age, self.polls) - age)
 
-    def step(self) -> None:
-        """Poll once; when the task succeeded, download and save the image. Concurrent calls skip."""
+    def step(self, *, defer: bool = False) -> Callable[[], None] | None:
+        """Poll once; when the task succeeded, download and save the image. Concurrent calls skip.
+
+        With `defer`, a success is not finished here: the download, save and listeners come
+        back as a callable for another thread to run, so that the next poll never waits
+        behind a preview. Until that callable has run, further steps skip.
+        """
         with self._lock:
             if self._state.ended or self._api is None or self._stepping:
-                return
+                return None
             self._stepping = True
         try:
-            self._step()
-        finally:
-            with self._lock:
-                self._stepping = False
+            finish = self._step()
+        except BaseException:
+            self._unlock()
+            raise
+        if finish is None:
+            self._unlock()
+            return None
+        finish = self._then_unlock(finish)
+        if defer:
+            return finish
+        finish()
+        return None
 
-    def _step(self) -> None:
+    def _unlock(self) -> None:
+        with self._lock:
+            self._stepping = False
+
+    def _then_unlock(self, finish: Callable[[], None]) -> Callable[[], None]:
+        def finish_then_unlock() -> None:
+            try:
+                finish()
+            finally:
+                self._unlock()
+
+        return finish_then_unlock
+
+    def _step(self) -> Callable[[], None] | None:
+        """One status request; returns the work still to do when it found the task succeeded."""
         if self.rules.timeout is not None and self.elapsed > self.rules.timeout:
             self._end(
                 TaskState.FAILED,
@@ -373,14 +400,14 @@ class Generation:
                 ),
                 record=False,
             )
-            return
+            return None
         self.polls += 1
         try:
             priority = poll_priority(self.rules.schedule.likely_done(self.elapsed))
             status = self._api.record_info(self.task_id, priority=priority)  # type: ignore[union-attr]
         except NanoBananaError as exc:
             self._poll_failed(exc)
-            return
+            return None
         self._failures, self._seen = 0, True
         if not self.request:  # a task recovered by id: the API still knows what was asked
             self.request = status.request()
@@ -397,12 +424,14 @@ class Generation:
                 duration=status.duration,
             )
         elif status.state is TaskState.SUCCEEDED:
-            self.complete(status.result_url, duration=status.duration)
+            url, duration = status.result_url, status.duration
+            return lambda: self.complete(url, duration=duration)
         elif status.anomaly:
             self._odd_answer(status.anomaly)
         else:
             self._odd_since = None
             self._progress()
+        return None
 
     def complete(self, url: str | None, data: bytes | None = None, *, duration: float | None = None) -> None:
         """The task succeeded at `url`: download (unless `data` is given), save, end."""

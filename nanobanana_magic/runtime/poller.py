@@ -1,4 +1,10 @@
-"""`Poller`: one per kernel. A scheduler thread and a few worker threads drive every pending task."""
+"""`Poller`: one per kernel. Poll threads ask the API about every pending task; workers finish results.
+
+Two pools, because their work differs: a status request waits on the network (a few ms, and
+on the kernel's request budget), finishing a result (download, checks, hash, save, the cell's
+preview) costs CPU (about 12 ms for a 1K PNG). Were they one pool, a burst of results would
+hold back the polls that find the next ones, and every task would be seen late.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,18 +22,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nanobanana_magic")
 
+#: Threads making status requests. Enough to keep several hundred requests a second in
+#: flight at a few ms each; they sleep on the schedule or the budget, costing nothing.
+POLL_THREADS = 8
+
 
 class Poller:
-    """Polls each tracked `Generation` on its schedule; downloads and saves happen in the workers.
+    """Polls each tracked `Generation` on its schedule; `workers` threads download and save results.
 
     All threads are daemons: a kernel shutting down never waits for them.
     """
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 2, poll_threads: int = POLL_THREADS) -> None:
         self.workers = workers
-        self._due: list[tuple[float, int, Generation]] = []  # guarded by _wake
+        self.poll_threads = poll_threads
+        self._due: list[tuple[float, int, Generation]] = []  # heap by due time; guarded by _wake
         self._wake = threading.Condition()
-        self._work: queue.Queue[tuple[float, Generation] | None] = queue.Queue()
+        self._finishing: queue.Queue[tuple[Generation, Callable[[], None]] | None] = queue.Queue()
         self._tracked: set[str] = set()  # task ids not yet ended; guarded by _wake
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
@@ -45,7 +57,7 @@ class Poller:
 
     @property
     def tracked(self) -> int:
-        """How many tasks the poller still drives (ended ones are dropped at their next turn)."""
+        """How many tasks the poller still drives (ended ones are dropped at once)."""
         with self._wake:
             return len(self._tracked)
 
@@ -55,8 +67,8 @@ class Poller:
             self._stopping = True
             self._due.clear()
             self._wake.notify_all()
-        for _ in self._threads:
-            self._work.put(None)
+        for _ in range(self.workers):
+            self._finishing.put(None)
 
     @property
     def running(self) -> bool:
@@ -71,40 +83,53 @@ class Poller:
     def _start_threads(self) -> None:
         if self._threads:
             return
-        scheduler = threading.Thread(target=self._run_scheduler, name="nanobanana-scheduler", daemon=True)
-        self._threads.append(scheduler)
+        for n in range(self.poll_threads):
+            self._threads.append(threading.Thread(target=self._run_polls, name=f"nanobanana-poll-{n}", daemon=True))
         for n in range(self.workers):
             self._threads.append(threading.Thread(target=self._run_worker, name=f"nanobanana-worker-{n}", daemon=True))
         for thread in self._threads:
             thread.start()
 
-    def _run_scheduler(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
-                    self._wake.wait(None if not self._due else self._due[0][0] - time.monotonic())
-                if self._stopping:
-                    return
-                due, _, generation = heapq.heappop(self._due)
-            self._work.put((due, generation))
+    def _next_due(self) -> tuple[float, Generation] | None:
+        """Wait for the earliest due poll and take it; None once stopping."""
+        with self._wake:
+            while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
+                self._wake.wait(None if not self._due else self._due[0][0] - time.monotonic())
+            if self._stopping:
+                return None
+            due, _, generation = heapq.heappop(self._due)
+            return due, generation
 
-    def _run_worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
+    def _run_polls(self) -> None:
+        while (item := self._next_due()) is not None:
             due, generation = item
             try:
-                generation.step()
-            except Exception:  # never let one task kill a worker
+                finish = generation.step(defer=True)
+            except Exception:  # never let one task kill a thread
                 log.exception("polling task %s failed unexpectedly", generation.task_id)
-            with self._wake:
-                if generation.done:
-                    self._tracked.discard(generation.task_id)
-                elif not self._stopping:
-                    # Counted from the previous due time, not from when this poll returned:
-                    # the polls' own durations must not add up into drift.
-                    # From the age the poll was due at: the schedule's times are ages since submit.
-                    now = time.monotonic()
-                    age_at_due = generation.elapsed - (now - due)
-                    self._schedule_at(generation, max(now, due + generation.next_poll_in(age_at_due)))
+                finish = None
+            if finish is not None:
+                self._finishing.put((generation, finish))
+            else:
+                self._after_turn(generation, due)
+
+    def _run_worker(self) -> None:
+        while (item := self._finishing.get()) is not None:
+            generation, finish = item
+            try:
+                finish()
+            except Exception:
+                log.exception("finishing task %s failed unexpectedly", generation.task_id)
+            self._after_turn(generation, time.monotonic())
+
+    def _after_turn(self, generation: Generation, due: float) -> None:
+        """Drop an ended task, or schedule its next poll."""
+        with self._wake:
+            if generation.done:
+                self._tracked.discard(generation.task_id)
+            elif not self._stopping:
+                # The schedule's times are ages since submit, and the next one is chosen from the age
+                # the poll was due at: the polls' own durations, or a wait for the budget, add no drift.
+                now = time.monotonic()
+                age_at_due = generation.elapsed - (now - due)
+                self._schedule_at(generation, max(now, due + generation.next_poll_in(age_at_due)))

@@ -25,7 +25,10 @@ def cached_preview(
             return cache.read_bytes()
     except OSError:
         pass
-    data = preview_bytes(source.read_bytes() if data is None else data, max_px, fmt, quality)
+    original = source.read_bytes() if data is None else data
+    data = preview_bytes(original, max_px, fmt, quality)
+    if data is original:  # the file is its own preview: a copy would only take disk space
+        return data
     try:
         cache.parent.mkdir(exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")

@@ -8,6 +8,7 @@ written with a single `write` under an exclusive `flock`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -114,7 +115,9 @@ class Store:
         self._lock = threading.Lock()  # guards the three fields below
         self._entries: dict[str, RunEntry] = {}
         self._by_key: dict[str, list[str]] = {}  # cache key → task ids, oldest first
-        self._durations: dict[str, list[float]] = {}  # resolution → succeeded tasks' durations, in finish order
+        # resolution → (submitted_at, duration) of the succeeded tasks, in submit order; and how many ever
+        self._durations: dict[str, list[tuple[float, float]]] = {}
+        self._duration_counts: dict[str, int] = {}
         self._decide = threading.Lock()  # the in-process half of `deciding`
         self._read_upto = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file parsed
@@ -277,12 +280,12 @@ class Store:
             stat = os.stat(self.log_path)
         except FileNotFoundError:
             self._entries, self._by_key, self._read_upto, self._identity = {}, {}, 0, None
-            self._durations = {}
+            self._durations, self._duration_counts = {}, {}
             return
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._read_upto:
             self._entries, self._by_key, self._read_upto, self._identity, self.damaged = {}, {}, 0, identity, 0
-            self._durations = {}
+            self._durations, self._duration_counts = {}, {}
         if stat.st_size == self._read_upto:
             return
         with open(self.log_path, "rb") as handle:
@@ -313,17 +316,26 @@ class Store:
         if entry.status != "succeeded" or not entry.submitted_at or not isinstance(resolution, str):
             return
         if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and 0 < elapsed < float("inf"):
-            self._durations.setdefault(resolution.strip().upper(), []).append(float(elapsed))
+            key = resolution.strip().upper()
+            bisect.insort(self._durations.setdefault(key, []), (float(entry.submitted_at), float(elapsed)))
+            self._duration_counts[key] = self._duration_counts.get(key, 0) + 1
 
     def durations(self, resolution: str, newest: int = NEWEST_DURATIONS) -> list[float]:
-        """Seconds the newest `newest` succeeded tasks of `resolution` took (their `elapsed`), oldest first.
+        """Seconds the `newest` last-submitted succeeded tasks of `resolution` took (`elapsed`), in submit order.
 
-        Kept up to date as the run log is read, so asking before every submit costs nothing
-        however long the history (the poll schedule is learned from it).
+        Newest by submit, not by finish: the last tasks of a batch to finish are its slowest, and
+        a plan learned from them alone would poll every task too late. Kept up to date as the run
+        log is read, so asking before every submit costs nothing however long the history.
         """
         with self._lock:
             self._catch_up()
-            return self._durations.get(resolution.strip().upper(), [])[-newest:]
+            return [duration for _, duration in self._durations.get(resolution.strip().upper(), [])[-newest:]]
+
+    def duration_count(self, resolution: str) -> int:
+        """How many succeeded tasks of `resolution` the run log holds durations for (past `durations`' cap too)."""
+        with self._lock:
+            self._catch_up()
+            return self._duration_counts.get(resolution.strip().upper(), 0)
 
     def file_path(self, entry: RunEntry) -> Path:
         return self.output_dir / Path(entry.file or "").name

@@ -214,15 +214,15 @@ class Session:
         if steps != "auto":
             return FixedSchedule(steps)  # type: ignore[arg-type]
         store = self.store
-        history = store.durations(resolution)  # kept by the store as the run log grows: cheap per submit
+        seen = store.duration_count(resolution)  # kept by the store as the run log grows: cheap per submit
         key = (store.output_dir, resolution.upper())
         with self._lock:
             known = self._schedules.get(key)
-            if known is not None and len(history) - known[0] < max(10, known[0] // 10):
+            if known is not None and seen - known[0] < max(10, known[0] // 10):
                 return known[1]
-        schedule = LearnedSchedule.from_durations(history, FixedSchedule())
+        schedule = LearnedSchedule.from_durations(store.durations(resolution), FixedSchedule())
         with self._lock:
-            self._schedules[key] = (len(history), schedule)
+            self._schedules[key] = (seen, schedule)
         return schedule
 
     # -- the one way in ------------------------------------------------------
