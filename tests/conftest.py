@@ -94,3 +94,10 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     folder.mkdir()
     with serving_folder(folder) as base_url:
         yield folder, base_url
+
+
+def shown_as(image) -> str:
+    """The widget's format, checked against its bytes (a small PNG is its own preview, the rest JPEG)."""
+    data = bytes(image.value)
+    assert image.format == ("png" if data.startswith(b"\x89PNG") else "jpeg") and data[:2] in (b"\x89P", b"\xff\xd8")
+    return image.format

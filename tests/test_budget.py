@@ -320,3 +320,25 @@ def test_polls_of_likely_finished_tasks_get_the_higher_poll_priority():
     assert poll_priority(0.9) == POLL_LIKELY_DONE
     assert poll_priority(0.1) == POLL
     assert SUBMIT < POLL_LIKELY_DONE < POLL
+
+
+def test_threads_at_a_saturated_budget_on_the_real_clock_are_all_served_within_the_window():
+    import time as real_time
+
+    budget = RequestBudget(40)  # each waiter on its own condition, woken only when it heads the queue
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def client(priority: int) -> None:
+        for _ in range(8):
+            assert budget.acquire(priority)
+            with lock:
+                starts.append(real_time.monotonic())
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in (SUBMIT, POLL_LIKELY_DONE, POLL) * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(starts) == 96 and budget.waiting == 0
+    assert max_starts_in_any_window(starts, 1.0 + ARRIVAL_SLACK) <= 40

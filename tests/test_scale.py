@@ -112,6 +112,26 @@ def test_a_second_batch_of_the_same_kind_polls_fewer_times_than_the_first(emulat
     assert min(before) >= 3  # polled every second until the end at 3 s
 
 
+def test_the_session_plans_densely_when_the_budget_has_room_and_sparsely_under_a_batch(emulator, tmp_path):
+    from nanobanana_magic.core.schedule import LAG_COSTS
+
+    emulator.latency = 1.5  # the service's times have whole seconds: a shorter task may read as 0 s
+    settings = SessionSettings.for_emulator(emulator.base_url, API_KEY, tmp_path / "out", poll_schedule="auto")
+    session = Session(settings)
+    try:
+        session.generate_many([f"history {n}" for n in range(10)], concurrency=10)
+        schedule = session.schedule("1K")
+        assert schedule.learned and schedule.current() is schedule.plans[LAG_COSTS[-1]]  # nothing pending
+        emulator.latency = 60.0
+        pending = [session.submit(GenerationRequest(prompt=f"batch {n}")) for n in range(40)]
+        assert session.poller.tracked == 40  # 20/s shared by 40 tasks: half a request a second each
+        assert schedule.current() is schedule.plans[LAG_COSTS[0]]
+        for generation in pending:
+            generation.cancel()
+    finally:
+        session.close()
+
+
 def test_a_learned_schedule_is_per_resolution(emulator, tmp_path):
     emulator.latency = 1.0  # the service's times have whole seconds: a shorter task may read as 0 s
     settings = SessionSettings.for_emulator(emulator.base_url, API_KEY, tmp_path / "out", poll_schedule="auto")

@@ -9,9 +9,14 @@ import pytest
 
 from nanobanana_magic.core.schedule import (
     DEFAULT_STEPS,
+    LAG_COSTS,
+    MAX_GAP_FLOOR,
+    MAX_GAP_SHARE,
     MIN_GAP,
     FixedSchedule,
     LearnedSchedule,
+    LoadAwareSchedule,
+    lag_cost_for,
     validate_schedule,
 )
 
@@ -176,7 +181,53 @@ def test_a_bimodal_history_gets_polls_around_both_modes_and_few_between():
     times = LearnedSchedule.from_durations(history).poll_times
     assert sum(1 for t in times if 9 <= t <= 12) >= 2
     assert sum(1 for t in times if 27 <= t <= 34) >= 3
-    assert sum(1 for t in times if 14 <= t <= 25) <= 2
+    assert sum(1 for t in times if 14 <= t <= 25) <= 4  # no end there in the history: only the gap rule's polls
+
+
+def test_no_learned_gap_is_longer_than_a_quarter_of_the_age_so_a_changed_service_is_seen_soon():
+    rng = random.Random(12)
+    history = [rng.choice([2.0, 10.0, 30.0]) + rng.uniform(0.1, 1.0) for _ in range(60)]
+    for lag_cost in LAG_COSTS:
+        times = LearnedSchedule.from_durations(history, lag_cost=lag_cost).poll_times
+        gaps = [(a, b - a) for a, b in zip(times, times[1:])]
+        assert all(gap <= max(MAX_GAP_FLOOR, MAX_GAP_SHARE * age) + 0.1 for age, gap in gaps), times
+
+
+def test_a_history_of_short_and_long_tasks_still_sees_the_short_ones_soon():
+    # One bandwidth for the whole history smeared the 2 s mode over 2-5 s: the first poll came at 2.8 s
+    # and later ones every 2.5 s. Each duration's own bandwidth keeps the modes sharp.
+    rng = random.Random(13)
+    history = [base + rng.uniform(0.1, 1.0) for base in (2.0, 10.0, 30.0) for _ in range(20)]
+    short = [2.0 + rng.uniform(0.1, 1.0) for _ in range(300)]
+    idle = simulate(LearnedSchedule.from_durations(history, lag_cost=LAG_COSTS[-1]), short)
+    busy = simulate(LearnedSchedule.from_durations(history, lag_cost=LAG_COSTS[0]), short)
+    assert idle["lag_p50"] <= 0.3 and busy["lag_p50"] <= 0.8
+    assert busy["polls_mean"] < idle["polls_mean"] <= 4
+
+
+def test_the_lag_cost_follows_the_budgets_share_of_each_pending_task():
+    assert lag_cost_for(400 / 1000) == LAG_COSTS[0]  # a batch: as few polls as the lag allows
+    assert lag_cost_for(20 / 60) == LAG_COSTS[0]
+    assert lag_cost_for(20 / 8) == LAG_COSTS[1]
+    assert lag_cost_for(20 / 1) == LAG_COSTS[-1]  # one cell: requests are cheap, lag is not
+    assert lag_cost_for(float("nan")) == LAG_COSTS[0]
+
+
+def test_a_load_aware_schedule_polls_each_time_by_the_plan_the_load_allows_then():
+    history = lognormal(random.Random(14), 200)
+    cost = [LAG_COSTS[-1]]
+    schedule = LoadAwareSchedule(LearnedSchedule.from_durations(history), lambda: cost[0])
+    idle, busy = schedule.plans[LAG_COSTS[-1]], schedule.plans[LAG_COSTS[0]]
+    assert len(busy.poll_times) < len(idle.poll_times) and schedule.learned
+    assert schedule.next_poll(21.5) == idle.next_poll(21.5) < busy.next_poll(21.5)
+    cost[0] = LAG_COSTS[0]  # a thousand tasks arrived meanwhile
+    assert schedule.next_poll(21.5) == busy.next_poll(21.5)
+    assert schedule.likely_done(20.0) == busy.likely_done(20.0)
+
+
+def test_without_history_a_load_aware_schedule_is_the_fallback():
+    schedule = LoadAwareSchedule(LearnedSchedule.from_durations([3.0]), lambda: LAG_COSTS[0])
+    assert not schedule.learned and schedule.next_poll(2.0) == 3.0
 
 
 def test_likely_done_rises_from_zero_to_one_across_the_history():

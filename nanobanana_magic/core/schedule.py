@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 MIN_EVERY = 0.1  # the smallest interval a user may configure (INTERFACE.md)
 MIN_GAP = 0.25  # a learned schedule never polls more often than this
+MAX_GAP_SHARE = 0.25  # nor, after its first poll, waits longer than this share of the task's age...
+MAX_GAP_FLOOR = 1.0  # ...or this many seconds, whichever is longer
 DEFAULT_STEPS: tuple[tuple[float, float], ...] = ((60.0, 1.0), (180.0, 2.0), (math.inf, 5.0))
 TAIL_QUANTILE = 0.99  # past it, the fallback's cadence
 NEWEST_DURATIONS = 200  # per resolution: enough for the tails, recent enough to follow the service
@@ -101,7 +103,14 @@ class FixedSchedule:
 
 
 class _LogKernelDensity:
-    """The durations' distribution: a Gaussian kernel density in log-duration."""
+    """The durations' distribution: a Gaussian kernel density in log-duration, adaptive.
+
+    Each duration gets its own bandwidth: the distance to its k-th nearest neighbour
+    (k = √n), never wider than Silverman's rule for the whole history nor narrower than
+    `MIN_BANDWIDTH`. Where durations crowd (a mode) the density stays sharp, where they are
+    sparse (the tails, the gap between two kinds of task) it spreads. One global bandwidth
+    smears a history of 2 s and 30 s tasks over both, and 2 s tasks were then seen a second late.
+    """
 
     MIN_BANDWIDTH = 0.02  # about 2 % of the duration: identical durations still make a narrow bump
 
@@ -113,25 +122,48 @@ class _LogKernelDensity:
         iqr = logs[(3 * n) // 4] - logs[n // 4]
         spread = min(sd, iqr / 1.349) if iqr > 0 else sd
         # Silverman's rule of thumb: robust to outliers, near-optimal for a unimodal history.
-        self.bandwidth = max(0.9 * spread * n**-0.2, self.MIN_BANDWIDTH)
+        widest = max(0.9 * spread * n**-0.2, self.MIN_BANDWIDTH)
+        k = max(1, min(n - 1, round(math.sqrt(n))))
+        self.bandwidths = [
+            min(max(_kth_nearest(logs, i, k), self.MIN_BANDWIDTH), widest) if n > 1 else widest for i in range(n)
+        ]
         self.logs = logs
 
     def cdf(self, t: float) -> float:
         if t <= 0:
             return 0.0
-        x, h = math.log(t), self.bandwidth * math.sqrt(2.0)
-        return sum(math.erfc((mu - x) / h) for mu in self.logs) / (2 * len(self.logs))
+        x, root2 = math.log(t), math.sqrt(2.0)
+        return sum(math.erfc((mu - x) / (h * root2)) for mu, h in zip(self.logs, self.bandwidths)) / (
+            2 * len(self.logs)
+        )
 
     def quantile(self, q: float) -> float:
-        lo, hi = math.exp(self.logs[0] - 6 * self.bandwidth), math.exp(self.logs[-1] + 6 * self.bandwidth)
+        spread = 6 * max(self.bandwidths)
+        lo, hi = math.exp(self.logs[0] - spread), math.exp(self.logs[-1] + spread)
         for _ in range(60):  # bisection in log space: about 1e-12 relative
             mid = math.sqrt(lo * hi)
             lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
         return hi
 
 
+def _kth_nearest(values: Sequence[float], i: int, k: int) -> float:
+    """Distance from sorted `values[i]` to its k-th nearest other value (a merge of both sides)."""
+    left, right, x = i - 1, i + 1, values[i]
+    distance = 0.0
+    for _ in range(k):
+        if right >= len(values) or (left >= 0 and x - values[left] <= values[right] - x):
+            distance, left = x - values[left], left - 1
+        else:
+            distance, right = values[right] - x, right + 1
+    return distance
+
+
 def _plan(cdf: Any, end: float, lag_cost: float, min_gap: float) -> tuple[float, ...]:
     """Poll times in (0, end], the last one at `end`, minimising E[polls] + lag_cost * E[lag].
+
+    After the first poll no gap exceeds `MAX_GAP_SHARE` of the age (or `MAX_GAP_FLOOR`):
+    between two kinds of task the history may hold no end at all, and a service that
+    changes its pace must not find a plan blind there for twenty seconds.
 
     On a grid g_0 = 0 < g_1 < ... < g_n = end, with F the CDF and S = 1 - F, the cost
     still to pay after an unsuccessful poll at g_i, weighted by S(g_i), is
@@ -152,8 +184,11 @@ def _plan(cdf: Any, end: float, lag_cost: float, min_gap: float) -> tuple[float,
     best[steps] = 0.0
     for i in range(steps - 1, -1, -1):
         survive, fi, ai, gi = 1.0 - F[i], F[i], area[i], grid[i]
-        first = i + min_steps if i > 0 else i + 1  # the gap rule is between polls; submit is not a poll
+        first = i + min_steps if i > 0 else i + 1  # the gap rules are between polls; submit is not a poll
+        widest = max(MAX_GAP_FLOOR, MAX_GAP_SHARE * gi) if i > 0 else end
         for j in range(first, steps + 1):  # none when too close to the end: W(i) stays infinite
+            if grid[j] - gi > widest + 1e-9 and j > first:
+                break
             cost = survive + lag_cost * (area[j] - ai - fi * (grid[j] - gi)) + best[j]
             if cost < best[i]:
                 best[i], choice[i] = cost, j
@@ -193,8 +228,14 @@ class LearnedSchedule:
         if len(usable) < max(min_samples, 1):
             return cls((), fallback)
         density = _LogKernelDensity(usable)
-        end = density.quantile(TAIL_QUANTILE)
-        return cls(_plan(density.cdf, end, lag_cost, MIN_GAP), fallback, density)
+        return cls(_plan(density.cdf, density.quantile(TAIL_QUANTILE), lag_cost, MIN_GAP), fallback, density)
+
+    def with_lag_cost(self, lag_cost: float) -> LearnedSchedule:
+        """The same history planned for another `lag_cost` (the fallback as it is, without history)."""
+        if self._density is None:
+            return self
+        plan = _plan(self._density.cdf, self._density.quantile(TAIL_QUANTILE), lag_cost, MIN_GAP)
+        return LearnedSchedule(plan, self.fallback, self._density)
 
     @property
     def learned(self) -> bool:
@@ -220,3 +261,51 @@ class LearnedSchedule:
     def __repr__(self) -> str:
         plan = ", ".join(f"{t:.2f}" for t in self.poll_times)
         return f"LearnedSchedule([{plan}], fallback={self.fallback!r})"
+
+
+# -- load --------------------------------------------------------------------
+
+LAG_COSTS = (6.0, 12.0, 24.0, 48.0)  # status requests one second of lag is worth, from busy to idle
+
+
+def lag_cost_for(share: float) -> float:
+    """The lag cost a task can afford when the request budget gives each pending task `share` requests/s.
+
+    A thousand tasks at 400/s (0.4 each) plan sparsely, as few polls as the lag allows; a
+    handful of cells at 20/s (several each) spend requests on being seen sooner.
+    """
+    if not share >= 2.0:  # NaN as well
+        return LAG_COSTS[0]
+    return LAG_COSTS[min(len(LAG_COSTS) - 1, int(math.log2(share)))]
+
+
+class LoadAwareSchedule:
+    """One learned history planned for each of `LAG_COSTS`; every poll follows the plan that the
+    kernel's load allows at that moment (`lag_cost()`, read at each poll).
+
+    The plans are decided by age alone, so moving between them is seamless: the next poll is
+    the chosen plan's first time after the task's age.
+    """
+
+    def __init__(self, learned: LearnedSchedule, lag_cost: Callable[[], float]) -> None:
+        self.plans = {cost: learned.with_lag_cost(cost) for cost in LAG_COSTS} if learned.learned else {}
+        self.fallback = learned.fallback
+        self._learned = learned
+        self._lag_cost = lag_cost
+
+    @property
+    def learned(self) -> bool:
+        return self._learned.learned
+
+    def current(self) -> LearnedSchedule:
+        """The plan for the load now."""
+        return self.plans.get(self._lag_cost(), self._learned) if self.plans else self._learned
+
+    def next_poll(self, age: float, polls_so_far: int = 0) -> float:
+        return self.current().next_poll(age, polls_so_far)
+
+    def likely_done(self, age: float) -> float:
+        return self._learned.likely_done(age)
+
+    def __repr__(self) -> str:
+        return f"LoadAwareSchedule(now={self.current()!r})"

@@ -107,7 +107,14 @@ class RequestBudget:
         self._clock = clock
         self._slack = slack
         self._wait = wait
-        self._cond = condition or threading.Condition()  # guards every field below
+        self._lock = threading.Lock()
+        self._cond = condition or threading.Condition(self._lock)  # guards every field below
+        # Each waiter sleeps on its own condition (on the same lock), and only the head of the
+        # queue is woken when it may go: with a dozen threads waiting at a saturated budget, waking
+        # them all at every start cost more CPU than the requests. An injected `condition` (tests
+        # with a fake clock) is shared by every waiter instead.
+        self._own_conditions = condition is None
+        self._sleepers: dict[tuple[int, int], threading.Condition] = {}
         self._ceiling = _checked_rate(rate)
         self._rate = self._ceiling
         self._starts: deque[float] = deque()  # start times, oldest first, pruned to the longest window
@@ -136,7 +143,7 @@ class RequestBudget:
             self._ceiling = value
             # Not backing off: follow the setting. Backing off: stay as slow, but never above it.
             self._rate = value if recovered else min(self._rate, value)
-            self._cond.notify_all()
+            self._wake_all()
 
     @property
     def effective_rate(self) -> float:
@@ -160,14 +167,15 @@ class RequestBudget:
             called = self._clock()
             ticket = (priority, next(self._arrivals))
             heapq.heappush(self._queue, ticket)
-            self._cond.notify_all()  # a new head of the queue changes who waits for what
+            self._sleepers[ticket] = threading.Condition(self._lock) if self._own_conditions else self._cond
             try:
                 return self._wait_for_turn(ticket, deadline)
             finally:
                 self._queue.remove(ticket)
                 heapq.heapify(self._queue)
+                del self._sleepers[ticket]
                 self.waited_seconds += max(self._clock() - called, 0.0)
-                self._cond.notify_all()  # the next in line recomputes its wait
+                self._wake_head()  # the next in line recomputes its wait
 
     def _wait_for_turn(self, ticket: tuple[int, int], deadline: float | None) -> bool:
         while not self._closed:
@@ -184,7 +192,7 @@ class RequestBudget:
                 if now >= deadline:
                     return False
                 timeout = deadline - now if timeout is None else min(timeout, deadline - now)
-            self._wait(self._cond, timeout)
+            self._wait(self._sleepers[ticket], timeout)
         return False
 
     def _ready_at(self, now: float) -> float:
@@ -197,6 +205,14 @@ class RequestBudget:
         if len(self._starts) >= count:
             ready = max(ready, self._starts[-count] + seconds)
         return ready
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            self._sleepers[self._queue[0]].notify_all()
+
+    def _wake_all(self) -> None:
+        for sleeper in self._sleepers.values():
+            sleeper.notify_all()
 
     # -- feedback --------------------------------------------------------------
 
@@ -211,7 +227,7 @@ class RequestBudget:
             self._last_increase = now  # recovery counts from here
             pause = retry_after if isinstance(retry_after, (int, float)) and retry_after > 0 else 0.0
             self._not_before = max(self._not_before, now + min(float(pause), MAX_RETRY_AFTER))
-            self._cond.notify_all()
+            self._wake_all()
 
     def reward(self) -> None:
         """A success: win back `RECOVERY` of the ceiling per second since the last change."""
@@ -223,13 +239,13 @@ class RequestBudget:
             elapsed = min(max(now - self._last_increase, 0.0), 1.0)  # a lone success after a pause: one second
             self._rate = min(self._ceiling, self._rate + RECOVERY * self._ceiling * elapsed)
             self._last_increase = now
-            self._cond.notify_all()
+            self._wake_all()
 
     def close(self) -> None:
         """Wake every waiter (their `acquire` returns False); later calls return False at once."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            self._wake_all()
 
     def __repr__(self) -> str:
         return (

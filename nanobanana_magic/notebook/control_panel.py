@@ -24,7 +24,7 @@ import ipywidgets as W
 from ..core import params
 from ..core.errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
 from ..core.hints import with_hint
-from ..core.images import preview_bytes
+from ..core.images import image_format, preview_bytes
 from ..core.render import caption_lines, error_text, status_text
 
 if TYPE_CHECKING:
@@ -62,6 +62,11 @@ def _cell_source(source: Any) -> str:
         return source
     path = getattr(source, "path", source)  # a Generation: its saved file is the same image by content
     return str(path)
+
+
+def _widget_format(data: bytes | None) -> str:
+    """An `Image` widget's format for preview bytes: a small PNG is its own preview, the rest are JPEG."""
+    return "png" if data and image_format(data) == "png" else "jpeg"
 
 
 def _show(widget: W.Widget, visible: bool) -> None:
@@ -313,7 +318,7 @@ class _ReferenceList:
         text = row.text.value.strip()
         row.problem = self._problem(text) if text else None
         if self._thumbs.get(text):
-            row.thumb.value = self._thumbs[text]
+            row.thumb.value, row.thumb.format = self._thumbs[text], _widget_format(self._thumbs[text])
         _show(row.thumb, bool(self._thumbs.get(text)))
         if text and text not in self._thumbs and not row.problem:
             self._thumbs[text] = None
@@ -332,7 +337,7 @@ class _ReferenceList:
         except Exception:  # no thumbnail is all it costs: the API fetches the URL itself
             return
         if self._thumbs[text] and row.text.value.strip() == text:  # only the thumbnail: checks stay on the main thread
-            row.thumb.value = self._thumbs[text]
+            row.thumb.value, row.thumb.format = self._thumbs[text], _widget_format(self._thumbs[text])
             _show(row.thumb, True)
 
     def _set_thumb(self, row: SimpleNamespace, make: Callable[[], bytes]) -> None:
@@ -341,7 +346,7 @@ class _ReferenceList:
         except Exception:  # a thumbnail is a courtesy; the row's check says what matters
             return
         if thumbnail:
-            row.thumb.value = thumbnail
+            row.thumb.value, row.thumb.format = thumbnail, _widget_format(thumbnail)
             _show(row.thumb, True)
 
 
@@ -377,7 +382,9 @@ class _Tile:
             if thumbnail:
                 text = caption_lines(gen)[0].rsplit("\" · ", 1)[-1] + (" · cached" if gen.cached else "")
                 image = W.Image(
-                    value=thumbnail, format="jpeg", layout=W.Layout(width="100%", height="150px", object_fit="contain")
+                    value=thumbnail,
+                    format=_widget_format(thumbnail),
+                    layout=W.Layout(width="100%", height="150px", object_fit="contain"),
                 )
                 show = W.Button(
                     description="Show", icon="search-plus", tooltip=f"task {gen.task_id}", layout=W.Layout(width="38%")
@@ -739,7 +746,7 @@ class Panel(W.VBox):
             return
         self.selected = generation
         self.preview_image.format = "png" if fmt == "png" else "jpeg"
-        self.preview_image.value = preview
+        self.preview_image.value, self.preview_image.format = preview, _widget_format(preview)
         index = self.results.index(generation) if generation in self.results else 0
         lines = [*caption_lines(generation), f"panel.results[{index}]"]
         self.preview_caption.value = (

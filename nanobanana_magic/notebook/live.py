@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from IPython.display import display
@@ -18,8 +18,36 @@ if TYPE_CHECKING:
     from ..runtime.generation import Generation
     from .kernel import KernelBridge
 
-#: Status ticks at most twice a second.
+#: Status ticks at most twice a second per output...
 TICK = 0.5
+#: ...and at most this many a second in the whole kernel: nobody reads a thousand status lines
+#: ticking, while each tick costs the kernel a bundle and an IOPub message (about 1 ms of CPU).
+#: Results and errors always go out at once.
+KERNEL_TICKS_PER_SECOND = 20.0
+
+
+class TickBudget:
+    """A token bucket that never blocks: `take()` says whether a status tick may go out now."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._tokens = per_second
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.per_second, self._tokens + (now - self._stamp) * self.per_second)
+            self._stamp = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
+_KERNEL_TICKS = TickBudget(KERNEL_TICKS_PER_SECOND)
 
 
 def generation_bundle(generation: Generation, max_px: int, fmt: str, *, quiet_errors: bool = False) -> Bundle:
@@ -64,7 +92,7 @@ class LiveOutput:
             ended = generation.done
             if self._ended_shown or (self._stopped_waiting and not ended):
                 return
-            if not ended and time.monotonic() - self._last_status < TICK:
+            if not ended and (time.monotonic() - self._last_status < TICK or not _KERNEL_TICKS.take()):
                 return
             self._last_status = time.monotonic()
             data, metadata = self._bundle()

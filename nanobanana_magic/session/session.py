@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.params import GenerationRequest, request_key
-from ..core.schedule import FixedSchedule, LearnedSchedule, PollSchedule
+from ..core.schedule import FixedSchedule, LearnedSchedule, LoadAwareSchedule, PollSchedule, lag_cost_for
 from ..http.budget import POLL, RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
@@ -220,10 +220,16 @@ class Session:
             known = self._schedules.get(key)
             if known is not None and seen - known[0] < max(10, known[0] // 10):
                 return known[1]
-        schedule = LearnedSchedule.from_durations(store.durations(resolution), FixedSchedule())
+        learned = LearnedSchedule.from_durations(store.durations(resolution), FixedSchedule())
+        schedule = LoadAwareSchedule(learned, self._lag_cost)
         with self._lock:
             self._schedules[key] = (seen, schedule)
         return schedule
+
+    def _lag_cost(self) -> float:
+        """What a second of lag is worth now: the budget's requests per second shared by the pending tasks."""
+        poller = self._poller
+        return lag_cost_for(self.budget.effective_rate / max(poller.tracked if poller else 0, 1))
 
     # -- the one way in ------------------------------------------------------
 
