@@ -163,10 +163,11 @@ def lag(
         1,
         (
             f"The schedule is the product's default ({schedule}): 'auto' learns per resolution from this output "
-            "directory, where the tasks of all three latencies are 1K tasks, so once ten have finished the plan "
-            "spreads its polls over 2, 10 and 30 s alike and a 2 s task is seen later than with a poll every "
-            "second, for far fewer requests; the 60 submits also pass the kernel's default budget of 20 "
-            "requests per second."
+            "directory, where the tasks of all three latencies are 1K tasks, so once ten have finished one plan "
+            "covers 2, 10 and 30 s tasks alike (dense near each kind's end, no gap over a quarter of the age); "
+            "how dense depends on the load: the default budget of 20 requests per second shared by up to 60 "
+            "pending tasks is a third of a request a second each, the busiest of the plans. The 60 submits pass "
+            "the same budget."
         ),
     )
     section.notes.insert(

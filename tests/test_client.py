@@ -260,3 +260,19 @@ def test_session_pools_connections(client, emulator):
         client.credits()
     adapter = client.connection._session.get_adapter(emulator.base_url)
     assert isinstance(adapter, requests.adapters.HTTPAdapter) and adapter._pool_maxsize >= 4
+
+
+def test_api_calls_and_downloads_go_through_the_environments_proxy(emulator, monkeypatch):
+    from nanobanana_magic.http.connection import Connection
+
+    # The emulator stands in for the proxy: a request it can answer arrived through it, since
+    # the API's own host does not resolve.
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", emulator.base_url)
+    connection = Connection(api_key=API_KEY, base_url="http://api.nanobanana.invalid")
+    try:
+        task_id = connection.submit(request("through the proxy"))
+        assert connection.record_info(task_id).task_id == task_id
+    finally:
+        connection.close()

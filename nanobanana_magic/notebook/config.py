@@ -127,7 +127,9 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
         help="ceiling on the kernel's API requests (submits, polls, credits) in any one-second window; "
         "429s slow it down further by themselves",
     ).tag(config=True)
-    workers = Int(2, min=1, max=32, help="background threads that poll and download").tag(config=True)
+    workers = Int(
+        2, min=1, max=32, help="background threads that download, check, save and preview finished results"
+    ).tag(config=True)
     concurrency = Int(4, min=1, help="tasks pending at once in a sweep or batch").tag(config=True)
     retries = Int(4, min=0, max=20, help="retries of a failed request (never of a submit that may have arrived)").tag(
         config=True
