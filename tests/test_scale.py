@@ -7,6 +7,8 @@ and how every task ended. The figures (requests per task, lag, CPU, memory) are 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from statistics import fmean
 
@@ -122,6 +124,16 @@ def test_the_session_plans_densely_when_the_budget_has_room_and_sparsely_under_a
         session.generate_many([f"history {n}" for n in range(10)], concurrency=10)
         schedule = session.schedule("1K")
         assert schedule.learned and schedule.current() is schedule.plans[LAG_COSTS[-1]]  # nothing pending
+        session.budget.rate = 1
+        assert session.budget.acquire()  # the window is full for a second
+        waiter = threading.Thread(target=session.budget.acquire, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not session.budget.waiting and time.monotonic() < deadline:
+            waiter.join(0.01)
+        assert schedule.current() is schedule.plans[LAG_COSTS[0]]  # something waits: the budget is saturated
+        waiter.join(10)
+        session.budget.rate = settings.max_requests_per_second
         emulator.latency = 60.0
         pending = [session.submit(GenerationRequest(prompt=f"batch {n}")) for n in range(40)]
         assert session.poller.tracked == 40  # 20/s shared by 40 tasks: half a request a second each

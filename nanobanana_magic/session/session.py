@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, NanoBananaError
 from ..core.params import GenerationRequest, request_key
-from ..core.schedule import FixedSchedule, LearnedSchedule, LoadAwareSchedule, PollSchedule, lag_cost_for
+from ..core.schedule import (
+    LAG_COSTS,
+    FixedSchedule,
+    LearnedSchedule,
+    LoadAwareSchedule,
+    PollSchedule,
+    lag_cost_for,
+)
 from ..http.budget import POLL, RequestBudget
 from ..runtime.generation import Generation, TaskRules
 from ..runtime.poller import Poller
@@ -227,8 +234,11 @@ class Session:
         return schedule
 
     def _lag_cost(self) -> float:
-        """What a second of lag is worth now: the budget's requests per second shared by the pending tasks."""
+        """What a second of lag is worth now: the budget's requests per second shared by the pending tasks,
+        and the least when anything already waits for the budget (a burst of submits, say)."""
         poller = self._poller
+        if self.budget.waiting:
+            return LAG_COSTS[0]
         return lag_cost_for(self.budget.effective_rate / max(poller.tracked if poller else 0, 1))
 
     # -- the one way in ------------------------------------------------------
