@@ -21,6 +21,7 @@ from nanobanana_magic.http.budget import (
     POLL,
     POLL_LIKELY_DONE,
     SUBMIT,
+    SUBMIT_GRACE,
     RequestBudget,
     poll_priority,
 )
@@ -42,7 +43,7 @@ class SimulatedTime:
 
 def simulated(rate: float) -> tuple[RequestBudget, SimulatedTime]:
     time = SimulatedTime()
-    return RequestBudget(rate, clock=time, wait=time.wait, slack=0.0), time
+    return RequestBudget(rate, clock=time, wait=time.wait, slack=0.0, submit_grace=0.0), time
 
 
 def max_starts_in_any_window(starts: list[float], seconds: float = 1.0) -> int:
@@ -256,7 +257,7 @@ class SteppedTime:
 
 def stepped(rate: float) -> tuple[RequestBudget, SteppedTime]:
     time = SteppedTime()
-    return RequestBudget(rate, clock=time, wait=time.wait, condition=time.condition, slack=0.0), time
+    return RequestBudget(rate, clock=time, wait=time.wait, condition=time.condition, slack=0.0, submit_grace=0.0), time
 
 
 def start_waiters(budget: RequestBudget, time: SteppedTime, names_and_priorities, served: list) -> list:
@@ -323,17 +324,20 @@ def test_polls_of_likely_finished_tasks_get_the_higher_poll_priority():
 
 
 def test_threads_at_a_saturated_budget_on_the_real_clock_are_all_served_within_the_window():
-    import time as real_time
-
-    budget = RequestBudget(40)  # each waiter on its own condition, woken only when it heads the queue
     starts: list[float] = []
-    lock = threading.Lock()
+
+    class Recorded(RequestBudget):
+        def _wait_for_turn(self, ticket, deadline):  # under the budget's lock: the start as the budget saw it
+            served = super()._wait_for_turn(ticket, deadline)
+            if served:
+                starts.append(self._starts[-1])
+            return served
+
+    budget = Recorded(40)  # each waiter on its own condition, woken only when it heads the queue
 
     def client(priority: int) -> None:
         for _ in range(8):
             assert budget.acquire(priority)
-            with lock:
-                starts.append(real_time.monotonic())
 
     threads = [threading.Thread(target=client, args=(p,)) for p in (SUBMIT, POLL_LIKELY_DONE, POLL) * 4]
     for thread in threads:
@@ -342,3 +346,14 @@ def test_threads_at_a_saturated_budget_on_the_real_clock_are_all_served_within_t
         thread.join(30)
     assert len(starts) == 96 and budget.waiting == 0
     assert max_starts_in_any_window(starts, 1.0 + ARRIVAL_SLACK) <= 40
+
+
+def test_polls_leave_a_submit_burst_the_slots_that_free_between_its_submits():
+    time = SimulatedTime()
+    budget = RequestBudget(10, clock=time, wait=time.wait, slack=0.0)
+    assert budget.acquire(SUBMIT)
+    started = time.now
+    assert budget.acquire(POLL)  # a poll right after a submit waits out the grace, though the window has room
+    assert time.now == pytest.approx(started + SUBMIT_GRACE)
+    time.now += 1.0
+    assert budget.acquire(POLL) and time.now == pytest.approx(started + 1.0 + SUBMIT_GRACE)  # no submit lately: at once
