@@ -65,7 +65,7 @@ MAX_RETRY_AFTER = 60.0  # a Retry-After beyond this is not believed
 RECOVERY = 0.05  # share of the ceiling won back per second of successes
 DECREASE_SPACING = 1.0  # 429s closer together than this are one congestion event
 ARRIVAL_SLACK = 0.05  # seconds added to the window; see the module docstring
-SUBMIT_GRACE = 0.03  # seconds after a submit during which polls wait; see the module docstring
+SUBMIT_GRACE = 0.01  # seconds after a submit during which polls wait; see the module docstring
 LIKELY_DONE = 0.5  # `poll_priority`: from this probability of having ended, a poll goes first
 
 Wait = Callable[[threading.Condition, "float | None"], object]
