@@ -444,3 +444,15 @@ def test_in_a_kernel_markdown_history_renders_and_cell_help_needs_no_body(emulat
     assert shown.data["text/plain"] in shown.data["text/markdown"] and "a row for the table" in shown.data["text/plain"]
     (text,) = outputs(cell_help, "stream")
     assert text.text.startswith("usage: %%nanobanana") and not outputs(cell_help, "error")
+
+
+def test_status_ticks_share_a_kernel_wide_budget_and_never_block():
+    from nanobanana_magic.notebook.live import TickBudget
+
+    now = [0.0]
+    ticks = TickBudget(per_second=2, clock=lambda: now[0])
+    assert [ticks.take() for _ in range(3)] == [True, True, False]  # a thousand status lines: most skip a tick
+    now[0] += 0.5
+    assert ticks.take() and not ticks.take()
+    now[0] += 10.0
+    assert sum(ticks.take() for _ in range(5)) == 2  # idle time does not bank more than a second's worth

@@ -126,6 +126,28 @@ def test_the_poller_drops_tasks_once_they_end():
     poller.stop()
 
 
+def test_polls_go_on_while_every_worker_is_busy_finishing_a_result():
+    poller = Poller(workers=1, poll_threads=2)
+    slow = ScriptedApi(SUCCESS)  # its download holds the only worker until released
+    finished = Generation("t-slow", {"prompt": "p"}, api=slow, rules=TaskRules(schedule=FixedSchedule(((1e9, 0.1),))))
+    poller.track(finished, first_poll_in=0)
+    assert slow.downloading.wait(WAIT)
+    polled = threading.Event()
+
+    class Counting(ScriptedApi):
+        def record_info(self, task_id: str, *, priority: int = 2) -> TaskStatus:
+            polled.set()
+            return super().record_info(task_id, priority=priority)
+
+    other = Counting({"successFlag": 0})
+    poller.track(Generation("t-other", {"prompt": "p"}, api=other), first_poll_in=0)
+    assert polled.wait(WAIT)  # the other task's poll did not wait behind the download
+    assert not finished.done
+    slow.release.set()
+    assert finished.join(WAIT) and finished.status == "succeeded"
+    poller.stop()
+
+
 def test_the_registry_can_be_read_while_other_threads_add():
     registry = Registry()
     start = threading.Barrier(5)

@@ -37,7 +37,13 @@ class Poller:
         self.workers = workers
         self.poll_threads = poll_threads
         self._due: list[tuple[float, int, Generation]] = []  # heap by due time; guarded by _wake
-        self._wake = threading.Condition()
+        # Of the idle poll threads, one (the leader) sleeps until the earliest due time; the others
+        # sleep until the leader leaves with a task. Were they all to sleep until that time, every
+        # poll would wake all of them (hundreds of times a second in a batch) for one to take it.
+        lock = threading.RLock()  # re-entered: a schedule may ask `tracked` while a turn is scheduled
+        self._wake = threading.Condition(lock)  # the leader's; `lock` guards every field here
+        self._follow = threading.Condition(lock)
+        self._has_leader = False
         self._finishing: queue.Queue[tuple[Generation, Callable[[], None]] | None] = queue.Queue()
         self._tracked: set[str] = set()  # task ids not yet ended; guarded by _wake
         self._order = itertools.count()
@@ -67,6 +73,7 @@ class Poller:
             self._stopping = True
             self._due.clear()
             self._wake.notify_all()
+            self._follow.notify_all()
         for _ in range(self.workers):
             self._finishing.put(None)
 
@@ -78,7 +85,8 @@ class Poller:
 
     def _schedule_at(self, generation: Generation, due: float) -> None:
         heapq.heappush(self._due, (due, next(self._order), generation))
-        self._wake.notify()
+        if self._due[0][2] is generation:  # a new earliest time: the leader's sleep is too long now
+            (self._wake if self._has_leader else self._follow).notify()
 
     def _start_threads(self) -> None:
         if self._threads:
@@ -93,12 +101,20 @@ class Poller:
     def _next_due(self) -> tuple[float, Generation] | None:
         """Wait for the earliest due poll and take it; None once stopping."""
         with self._wake:
-            while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
-                self._wake.wait(None if not self._due else self._due[0][0] - time.monotonic())
-            if self._stopping:
-                return None
-            due, _, generation = heapq.heappop(self._due)
-            return due, generation
+            while not self._stopping:
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    due, _, generation = heapq.heappop(self._due)
+                    if not self._has_leader:
+                        self._follow.notify()  # another idle thread leads while this one polls
+                    return due, generation
+                if self._has_leader:
+                    self._follow.wait()
+                    continue
+                self._has_leader = True
+                self._wake.wait(self._due[0][0] - now if self._due else None)
+                self._has_leader = False
+            return None
 
     def _run_polls(self) -> None:
         while (item := self._next_due()) is not None:
