@@ -62,7 +62,10 @@ def run(emulator: EmulatorHost, key: str, output_dir: Path, count: int, rate: fl
     detect, lags = [], []
     for task_id in result["ids"]:
         fact = facts[task_id]
-        detect.append(min(p for p in fact["polls"] if p >= fact["done_at"]) - fact["done_at"])
+        # The last status request is the one that saw the end (polling stops there); the emulator stamps
+        # a request as it arrives and may answer it a hair after the task's end, hence the fallback.
+        seen = min((p for p in fact["polls"] if p >= fact["done_at"]), default=max(fact["polls"]))
+        detect.append(max(seen - fact["done_at"], 0.0))
         lags.append(result["shown"][task_id] - fact["done_at"])
     return {
         "polls_per_task": statistics.fmean(len(facts[t]["polls"]) for t in result["ids"]),
