@@ -101,3 +101,14 @@ def shown_as(image) -> str:
     data = bytes(image.value)
     assert image.format == ("png" if data.startswith(b"\x89PNG") else "jpeg") and data[:2] in (b"\x89P", b"\xff\xd8")
     return image.format
+
+
+def most_in_any_window(times: list[float], seconds: float = 1.0) -> int:
+    """The most times that any half-open window [a, a + seconds) holds (the worst one begins at a time)."""
+    times = sorted(times)
+    worst, j = 0, 0
+    for i, first in enumerate(times):
+        while j < len(times) and times[j] < first + seconds:
+            j += 1
+        worst = max(worst, j - i)
+    return worst

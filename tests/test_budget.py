@@ -12,6 +12,7 @@ import random
 import threading
 
 import pytest
+from conftest import most_in_any_window
 
 from nanobanana_magic.http.budget import (
     ARRIVAL_SLACK,
@@ -46,17 +47,6 @@ def simulated(rate: float) -> tuple[RequestBudget, SimulatedTime]:
     return RequestBudget(rate, clock=time, wait=time.wait, slack=0.0, submit_grace=0.0), time
 
 
-def max_starts_in_any_window(starts: list[float], seconds: float = 1.0) -> int:
-    """The most starts any half-open window [a, a + seconds) holds; the worst window begins at a start."""
-    starts = sorted(starts)
-    worst, j = 0, 0
-    for i, first in enumerate(starts):
-        while j < len(starts) and starts[j] < first + seconds:
-            j += 1
-        worst = max(worst, j - i)
-    return worst
-
-
 def take(budget: RequestBudget, time: SimulatedTime, count: int, priority: int = POLL) -> list[float]:
     starts = []
     for _ in range(count):
@@ -78,7 +68,7 @@ def test_no_one_second_window_holds_more_than_the_budget():
         deadline = time.now + rng.random() * 0.5 if rng.random() < 0.2 else None
         if budget.acquire(rng.choice([SUBMIT, POLL_LIKELY_DONE, POLL]), deadline):
             starts.append(time.now)
-    assert max_starts_in_any_window(starts) == 7
+    assert most_in_any_window(starts) == 7
     assert all(b >= a + 1.0 for a, b in zip(starts, starts[7:]))
     assert budget.started == len(starts)
 
@@ -89,12 +79,12 @@ def test_the_default_window_keeps_jittered_arrivals_within_the_budget_at_the_ser
     rng = random.Random(7)
     starts = take(budget, time, 2000)
     arrivals = [start + rng.uniform(0.0, ARRIVAL_SLACK) for start in starts]  # up to 50 ms on the way
-    assert max_starts_in_any_window(arrivals) == 50
+    assert most_in_any_window(arrivals) == 50
     # Kept to the exact second, the same jitter puts one request too many in some window.
     exact, time = simulated(50)
     rng = random.Random(7)
     arrivals = [start + rng.uniform(0.0, ARRIVAL_SLACK) for start in take(exact, time, 2000)]
-    assert max_starts_in_any_window(arrivals) > 50
+    assert most_in_any_window(arrivals) > 50
 
 
 def test_the_window_slides_so_no_burst_straddles_a_second_boundary():
@@ -106,7 +96,7 @@ def test_the_window_slides_so_no_burst_straddles_a_second_boundary():
     second = take(budget, time, 10)
     assert first == [0.99] * 10
     assert second == pytest.approx([1.99] * 10)
-    assert max_starts_in_any_window(first + second) == 10
+    assert most_in_any_window(first + second) == 10
 
 
 def test_saturated_demand_gets_the_whole_budget():
@@ -136,7 +126,7 @@ def test_lowering_the_rate_applies_at_once_and_bad_rates_are_refused():
     budget.rate = 2
     assert budget.rate == 2 and budget.effective_rate == 2
     starts = take(budget, time, 6)
-    assert max_starts_in_any_window(starts) == 2
+    assert most_in_any_window(starts) == 2
     for bad in (0, -1, math.inf, math.nan, "10", True):
         with pytest.raises(ValueError, match="max_requests_per_second"):
             budget.rate = bad
@@ -161,7 +151,7 @@ def test_a_429_halves_the_rate_and_honours_retry_after():
     assert budget.penalties == 1
     starts = take(budget, time, 20)
     assert starts[0] == pytest.approx(8.0)  # nothing before the Retry-After
-    assert max_starts_in_any_window(starts) == 5
+    assert most_in_any_window(starts) == 5
 
 
 def test_a_burst_of_429s_from_requests_in_flight_halves_once():
@@ -345,7 +335,7 @@ def test_threads_at_a_saturated_budget_on_the_real_clock_are_all_served_within_t
     for thread in threads:
         thread.join(30)
     assert len(starts) == 96 and budget.waiting == 0
-    assert max_starts_in_any_window(starts, 1.0 + ARRIVAL_SLACK) <= 40
+    assert most_in_any_window(starts, 1.0 + ARRIVAL_SLACK) <= 40
 
 
 def test_polls_leave_a_submit_burst_the_slots_that_free_between_its_submits():

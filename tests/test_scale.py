@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from statistics import fmean
 
-from conftest import API_KEY
+from conftest import API_KEY, most_in_any_window
 from reliability_helpers import SessionSettings
 
 from nanobanana_magic.core.errors import RateLimitError
@@ -31,16 +31,6 @@ def magics_of(shell):
 def api_request_times(emulator) -> list[float]:
     """When the emulator received each API request (submit, poll, credits), oldest first."""
     return sorted(r.time for r in emulator.requests if r.phase in API_PHASES)
-
-
-def most_in_any_window(times: list[float], seconds: float = 1.0) -> int:
-    """The most times that any half-open window [a, a + seconds) holds (the worst one begins at a time)."""
-    worst, j = 0, 0
-    for i, first in enumerate(times):
-        while j < len(times) and times[j] < first + seconds:
-            j += 1
-        worst = max(worst, j - i)
-    return worst
 
 
 def polls_per_task(emulator, task_ids: list[str]) -> list[int]:
