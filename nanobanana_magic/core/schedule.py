@@ -203,10 +203,15 @@ class LearnedSchedule:
     """Poll times planned from the durations of finished tasks like this one; see the module docstring."""
 
     def __init__(
-        self, poll_times: Sequence[float], fallback: FixedSchedule, density: _LogKernelDensity | None = None
+        self,
+        poll_times: Sequence[float],
+        fallback: FixedSchedule,
+        density: _LogKernelDensity | None = None,
+        lag_cost: float | None = None,
     ) -> None:
         self.poll_times = tuple(poll_times)
         self.fallback = fallback
+        self.lag_cost = lag_cost  # what the plan was made for (None: no plan)
         self._density = density
 
     @classmethod
@@ -228,14 +233,14 @@ class LearnedSchedule:
         if len(usable) < max(min_samples, 1):
             return cls((), fallback)
         density = _LogKernelDensity(usable)
-        return cls(_plan(density.cdf, density.quantile(TAIL_QUANTILE), lag_cost, MIN_GAP), fallback, density)
+        return cls(_plan(density.cdf, density.quantile(TAIL_QUANTILE), lag_cost, MIN_GAP), fallback, density, lag_cost)
 
     def with_lag_cost(self, lag_cost: float) -> LearnedSchedule:
         """The same history planned for another `lag_cost` (the fallback as it is, without history)."""
-        if self._density is None:
+        if self._density is None or lag_cost == self.lag_cost:
             return self
         plan = _plan(self._density.cdf, self._density.quantile(TAIL_QUANTILE), lag_cost, MIN_GAP)
-        return LearnedSchedule(plan, self.fallback, self._density)
+        return LearnedSchedule(plan, self.fallback, self._density, lag_cost)
 
     @property
     def learned(self) -> bool:
@@ -284,14 +289,28 @@ class LoadAwareSchedule:
     kernel's load allows at that moment (`lag_cost()`, read at each poll).
 
     The plans are decided by age alone, so moving between them is seamless: the next poll is
-    the chosen plan's first time after the task's age.
+    the chosen plan's first time after the task's age. Each is made when first needed (a few ms
+    each, and the submit that asks first runs on the kernel's main thread); two threads needing
+    the same one at once may both make it, which costs time, never correctness.
     """
 
     def __init__(self, learned: LearnedSchedule, lag_cost: Callable[[], float]) -> None:
-        self.plans = {cost: learned.with_lag_cost(cost) for cost in LAG_COSTS} if learned.learned else {}
         self.fallback = learned.fallback
         self._learned = learned
         self._lag_cost = lag_cost
+        self._plans: dict[float, LearnedSchedule] = {}
+
+    def plan_for(self, cost: float) -> LearnedSchedule:
+        """The history planned for lag cost `cost` (the fallback alone without history)."""
+        plan = self._plans.get(cost)
+        if plan is None:
+            plan = self._plans[cost] = self._learned.with_lag_cost(cost)
+        return plan
+
+    @property
+    def plans(self) -> dict[float, LearnedSchedule]:
+        """Every plan, by lag cost (made now if not yet); empty without history."""
+        return {cost: self.plan_for(cost) for cost in LAG_COSTS} if self.learned else {}
 
     @property
     def learned(self) -> bool:
@@ -299,7 +318,7 @@ class LoadAwareSchedule:
 
     def current(self) -> LearnedSchedule:
         """The plan for the load now."""
-        return self.plans.get(self._lag_cost(), self._learned) if self.plans else self._learned
+        return self.plan_for(self._lag_cost()) if self.learned else self._learned
 
     def next_poll(self, age: float, polls_so_far: int = 0) -> float:
         return self.current().next_poll(age, polls_so_far)
