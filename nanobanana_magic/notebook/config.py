@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, TraitType, Unicode, Union, validate
+from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, TraitError, TraitType, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from ..core.errors import InvalidRequestError
@@ -44,8 +44,9 @@ def _masked(options: Any) -> Any:
     return {k: "***" if _SECRET_OPTION.search(str(k)) and v else _masked(v) for k, v in options.items()}
 
 
-def one_line(error: TraitError) -> str:
-    """A traitlets refusal in our words: `workers must be an int, not the str 'x'`."""
+def one_line(error: TraitError, owner: HasTraits | None = None) -> str:
+    """A traitlets refusal in our words: `workers must be an int, not the str 'x'`; a value out of
+    bounds names the allowed ones from `owner`'s trait: `workers 0 is not allowed; use 1 to 32 (default 2)`."""
     text = " ".join(str(error).split())
     typed = re.match(r"The '(\w+)' trait of an? \w+ instance expected (.+?), not (.+?)\.?$", text)
     if typed:
@@ -56,8 +57,26 @@ def one_line(error: TraitError) -> str:
         text,
     )
     if bounded:
-        return f"{bounded.group(1)} should {bounded.group(2)}, not {bounded.group(3)}"
+        name, rule, value = bounded.groups()
+        allowed = _bounds(owner.traits().get(name)) if owner is not None else None
+        if allowed:
+            return f"{name} {value} is not allowed; use {allowed}"
+        return f"{name} should {rule}, not {value}"
     return text
+
+
+def _bounds(trait: TraitType | None) -> str | None:
+    """`1 to 32 (default 2)`, `0 or more (default 4)`, or None for a trait without bounds."""
+    low, high = getattr(trait, "min", None), getattr(trait, "max", None)
+    if trait is None or (low is None and high is None):
+        return None
+    span = (
+        f"{low:g} to {high:g}"
+        if low is not None and high is not None
+        else (f"{low:g} or more" if low is not None else f"at most {high:g}")
+    )
+    default = trait.default_value
+    return f"{span} (default {default:g})" if isinstance(default, (int, float)) else span
 
 
 class ApiKeyTrait(TraitType):
@@ -182,7 +201,7 @@ class SettingsTraits(ParameterDefaults):  # type: ignore[misc, valid-type]
         except TraitError as exc:
             if not self.__dict__.get("collect_config_errors"):
                 raise
-            self.config_errors.append(one_line(exc))
+            self.config_errors.append(one_line(exc, self))
             return
         # traitlets validates a config value only when it changes: `%config ...max_credits = 10`
         # given twice must still start a new budget the second time.
