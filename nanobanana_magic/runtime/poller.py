@@ -40,7 +40,7 @@ class Poller:
         # Of the idle poll threads, one (the leader) sleeps until the earliest due time; the others
         # sleep until the leader leaves with a task. Were they all to sleep until that time, every
         # poll would wake all of them (hundreds of times a second in a batch) for one to take it.
-        lock = threading.RLock()  # re-entered: a schedule may ask `tracked` while a turn is scheduled
+        lock = threading.RLock()
         self._wake = threading.Condition(lock)  # the leader's; `lock` guards every field here
         self._follow = threading.Condition(lock)
         self._has_leader = False
@@ -140,12 +140,15 @@ class Poller:
 
     def _after_turn(self, generation: Generation, due: float) -> None:
         """Drop an ended task, or schedule its next poll."""
-        with self._wake:
-            if generation.done:
+        if generation.done:
+            with self._wake:
                 self._tracked.discard(generation.task_id)
-            elif not self._stopping:
-                # The schedule's times are ages since submit, and the next one is chosen from the age
-                # the poll was due at: the polls' own durations, or a wait for the budget, add no drift.
-                now = time.monotonic()
-                age_at_due = generation.elapsed - (now - due)
-                self._schedule_at(generation, max(now, due + generation.next_poll_in(age_at_due)))
+            return
+        # The schedule's times are ages since submit, and the next one is chosen from the age the
+        # poll was due at: the polls' own durations, or a wait for the budget, add no drift. Asked
+        # outside the lock: a schedule may read the kernel's load, or make a plan first.
+        now = time.monotonic()
+        next_in = generation.next_poll_in(generation.elapsed - (now - due))
+        with self._wake:
+            if not self._stopping:
+                self._schedule_at(generation, max(now, due + next_in))
