@@ -18,10 +18,8 @@ from reliability_helpers import SessionSettings
 from nanobanana_magic.core.errors import RateLimitError
 from nanobanana_magic.core.params import GenerationRequest
 from nanobanana_magic.emulator.records import API_PHASES
+from nanobanana_magic.http.budget import RequestBudget
 from nanobanana_magic.session.session import Session
-
-#: How much later than its start a request may be logged by the in-process emulator (measured: up to ~30 ms).
-TRANSIT = 0.1
 
 
 def magics_of(shell):
@@ -41,24 +39,42 @@ def polls_per_task(emulator, task_ids: list[str]) -> list[int]:
 # -- the budget ------------------------------------------------------------------
 
 
-def test_the_budget_holds_in_every_one_second_window_under_a_60_task_sweep(shell, emulator):
+def test_the_budget_holds_in_every_one_second_window_under_a_60_task_sweep(shell, emulator, monkeypatch):
     budget = 15
     magics = magics_of(shell)
     magics.max_requests_per_second = budget
     emulator.latency = 0.3
     shell.user_ns["numbers"] = list(range(60))
+    starts = record_budget_starts(monkeypatch)
     # The test schedule polls every task every 0.1 s: demand far above the budget the whole time.
     result = shell.run_cell("%%nanobanana --sweep n=@numbers -c 60 -o grid\nbudget sweep {n}")
     assert result.success
     grid = shell.user_ns["grid"]
     assert len(grid) == 60 and all(g.status == "succeeded" for g in grid)
-    times = api_request_times(emulator)
-    assert len(times) >= 120  # a submit and at least one status request per task
-    # The log has the times requests arrived, which trail their starts by a few to tens of ms (the
-    # emulator shares this process's GIL): a window that short of a second absorbs that transit.
-    assert most_in_any_window(times, 1.0 - TRANSIT) <= budget
-    assert most_in_any_window(times) >= budget - 2  # saturated: the budget, not the demand, set the pace
+    arrivals = api_request_times(emulator)
+    assert len(arrivals) >= 120  # a submit and at least one status request per task
+    assert len(starts) == len(arrivals)  # every API request the service saw passed the budget
+    # Checked on the budget's own clock at the moment it let each request go: the arrival times
+    # at an emulator sharing this process's GIL trail those starts unevenly (by up to 0.15 s on a
+    # loaded CI machine). Arrivals at a service in its own process: `benchmarks/scale.py`.
+    assert most_in_any_window(starts) <= budget
+    assert most_in_any_window(arrivals) >= budget - 2  # saturated: the budget, not the demand, set the pace
     assert emulator.stats.answered_429 == 0
+
+
+def record_budget_starts(monkeypatch) -> list[float]:
+    """The times (the budget's clock) at which every `RequestBudget` in the process let a request start."""
+    starts: list[float] = []
+    wait_for_turn = RequestBudget._wait_for_turn
+
+    def recording(self, ticket, deadline):
+        granted = wait_for_turn(self, ticket, deadline)
+        if granted:
+            starts.append(self._starts[-1])  # still under the budget's lock: in the order granted
+        return granted
+
+    monkeypatch.setattr(RequestBudget, "_wait_for_turn", recording)
+    return starts
 
 
 def test_a_429_storm_slows_the_kernel_instead_of_failing_it(shell, emulator):
