@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -64,6 +67,7 @@ class TinyServer:
 
     routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]
     host: str = "127.0.0.1"
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     seen: list[Seen] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -99,6 +103,8 @@ class TinyServer:
 
         self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -110,7 +116,8 @@ class TinyServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._httpd.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self._httpd.server_address[1]}"
 
 
 def send(
@@ -202,8 +209,8 @@ def tiny():
     """Start TinyServers for this test; all stop at its end."""
     servers: list[TinyServer] = []
 
-    def start(routes: dict, host: str = "127.0.0.1") -> TinyServer:
-        server = TinyServer(routes, host).__enter__()
+    def start(routes: dict, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> TinyServer:
+        server = TinyServer(routes, host, tls).__enter__()
         servers.append(server)
         return server
 
@@ -439,6 +446,44 @@ def test_only_api_requests_carry_the_key_downloads_on_any_host_do_not(emulator, 
     assert downloads[1].headers.get("Host", "").startswith("localhost:")
     api_calls = [r for r in emulator.requests if r.phase in ("submit", "poll")]
     assert api_calls and all(r.headers.get("Authorization") == f"Bearer {API_KEY}" for r in api_calls)
+
+
+@pytest.fixture
+def self_signed(tmp_path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1 signed by nobody (its file, to trust it) and a server context serving it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+def test_api_calls_over_https_trust_only_what_the_environments_ca_bundle_allows(tiny, self_signed, monkeypatch):
+    cert, context = self_signed
+    api = tiny({CREDIT: lambda h: send_json(h, {"code": 200, "msg": "success", "data": 42})}, tls=context)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    untrusting = NanoBananaClient(api_key=API_KEY, base_url=api.url, retries=0)
+    try:
+        with pytest.raises(NetworkError, match="certificate") as refused:
+            untrusting.credits()
+    finally:
+        untrusting.close()
+    assert "\n" not in str(refused.value) and not api.seen  # the key never left before the handshake failed
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # e.g. a company proxy that re-signs traffic
+    trusting = NanoBananaClient(api_key=API_KEY, base_url=api.url, retries=0)
+    try:
+        assert trusting.credits() == 42
+    finally:
+        trusting.close()
+    assert [s.path for s in api.seen] == [CREDIT] and _authorized(api.seen[0].headers)
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

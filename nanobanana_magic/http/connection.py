@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -26,6 +25,7 @@ from ..core.status import TaskStatus, as_int, text
 from ..core.version import USER_AGENT
 from .budget import POLL, SUBMIT, RequestBudget
 from .retry import RETRY_CODES, RetryPolicy
+from .transport import TooLarge, Transport, read_capped
 
 log = logging.getLogger("nanobanana_magic")
 
@@ -38,8 +38,6 @@ MAY_EXIST = "the task may exist"
 #: Content types of pages, not images: refused unless the bytes start like an image anyway.
 #: Every other type (binary/octet-stream, application/binary, a wrong image type) is judged by the bytes.
 NOT_IMAGES = ("text/html", "application/json", "text/plain", "application/xml", "text/xml")
-#: Bytes of a download looked at before the rest is read (enough for any image signature).
-HEAD_BYTES = 16
 
 
 class Connection:
@@ -67,7 +65,7 @@ class Connection:
         self.max_json_bytes = max_json_bytes
         self.max_download_bytes = max_download_bytes
         self.budget = budget  # shared by every connection of the kernel; None: no ceiling
-        self._session = _Session()
+        self._session = Transport()
         adapter = HTTPAdapter(max_retries=self.retry.for_urllib3(), pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -202,6 +200,7 @@ class Connection:
             response = self._session.api_request(method, url, headers, self.timeout, **kwargs)
             with response:
                 body = read_capped(response, self.max_json_bytes, seconds=self.timeout[1])
+            status = response.status
         except requests.Timeout as exc:
             if submit and not _certainly_not_sent(exc):
                 raise NetworkError(f"the submit timed out after it was sent; {MAY_EXIST}", hint="history") from None
@@ -211,6 +210,12 @@ class Connection:
             raise ServiceUnavailableError(
                 f"the API's answer was too large ({exc}); {where}", hint="history" if submit else None
             ) from None
+        except requests.exceptions.SSLError as exc:
+            if _untrusted(exc):  # the handshake failed: nothing was sent
+                raise NetworkError(_UNTRUSTED.format(host=_host(url))) from None
+            if submit:
+                raise NetworkError(f"TLS with {_host(url)} broke after the submit was sent; {MAY_EXIST}") from None
+            raise NetworkError(f"TLS with {_host(url)} failed; check the network or base_url") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             if _certainly_not_sent(exc):
                 raise NetworkError(f"could not connect to {_host(url)}; check the network or base_url") from None
@@ -224,19 +229,15 @@ class Connection:
         payload = _parse_json(body)
         if payload is None:
             first = body[:200].decode("utf-8", "replace").strip().splitlines()
-            detail = (
-                f"HTTP {response.status_code}, body starts {first[0][:80]!r}"
-                if first
-                else f"HTTP {response.status_code}, empty body"
-            )
-            if submit and response.status_code < 300:
+            detail = f"HTTP {status}, body starts {first[0][:80]!r}" if first else f"HTTP {status}, empty body"
+            if submit and status < 300:
                 raise ServiceUnavailableError(f"the submit answer was not JSON ({detail}); {MAY_EXIST}", hint="history")
-            if response.status_code < 400:
+            if status < 400:
                 raise ServiceUnavailableError(f"the API answered something that is not JSON ({detail})")
             payload = {"msg": detail}  # a proxy's error page: the status decides, the page explains
-        elif response.status_code != 200 and not _message(payload):
+        elif status != 200 and not _message(payload):
             payload = {**payload, "msg": response.reason}
-        return response.status_code, payload, _retry_after(response.headers.get("Retry-After"))
+        return status, payload, _retry_after(response.headers.get("Retry-After"))
 
     def _fetch_image(self, url: str, task_id: str | None) -> bytes:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -267,9 +268,13 @@ class Connection:
                         raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
 
                 # The timeout bounds each read; the whole image gets a few times that, not forever.
-                return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
+                return read_capped(response.raw, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
         except TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
+        except requests.exceptions.SSLError as exc:
+            if _untrusted(exc):  # not worth retrying: the certificate will not change in seconds
+                raise DownloadError(_UNTRUSTED.format(host=_host(url)), task_id=task_id) from None
+            raise _RetryableDownload(f"the image download broke off ({type(exc).__name__})") from None
         except (
             requests.ConnectionError,
             requests.Timeout,
@@ -277,48 +282,6 @@ class Connection:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             raise _RetryableDownload(f"the image download broke off ({type(exc).__name__})") from None
-
-
-class _Session(requests.Session):
-    """A `requests.Session` that reads the environment's proxy and CA settings once per host, and
-    sends API calls straight to its adapter.
-
-    requests scans every environment variable for proxies (twice) before each request: about a
-    fifth of a status request's CPU. A kernel makes thousands to the same two hosts.
-    """
-
-    def api_request(
-        self, method: str, url: str, headers: dict[str, str], timeout: tuple[float, float], **kwargs: Any
-    ) -> requests.Response:
-        """One API call (streamed), without what `Session.request` adds per request: cookie jars,
-        ~/.netrc lookups, hooks and redirects, none of which the API uses, were a third of a
-        status request's CPU. The adapter (pool, urllib3 retries) and the environment's proxy and
-        CA settings apply as for any request; errors are requests' own. A redirect, should the API
-        answer one, is followed by requests' own rules (the key is dropped when the host changes).
-        """
-        prepared = requests.Request(method, url, headers={**self.headers, **headers}, **kwargs).prepare()
-        settings = self.merge_environment_settings(prepared.url, {}, True, None, None)
-        sending = {"timeout": timeout, "verify": settings["verify"], "cert": settings["cert"]}
-        response = self.get_adapter(str(prepared.url)).send(
-            prepared, stream=True, proxies=settings["proxies"], **sending
-        )
-        if response.is_redirect:  # each hop is a full `send`; the last answer is the one that counts
-            *_, response = (response, *self.resolve_redirects(response, prepared, stream=True, proxies={}, **sending))
-        return response
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._environment: dict[tuple, dict[str, Any]] = {}
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
-        if proxies:  # explicit proxies: requests' own merging, as always
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(str(url))
-        key = (parts.scheme, parts.netloc, stream, verify, cert)
-        known = self._environment.get(key)
-        if known is None:
-            known = self._environment[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
-        return {**known, "proxies": dict(known["proxies"])}
 
 
 class _RetryableDownload(Exception):
@@ -333,10 +296,6 @@ class _Refused(Exception):
 
 class _BrokenAnswer(NetworkError):
     """The answer to a request broke off after the headers (worth another try for a GET)."""
-
-
-class TooLarge(Exception):
-    pass
 
 
 def _message(payload: dict) -> Any:
@@ -354,68 +313,21 @@ def _refusal(response: requests.Response) -> str:
     return f"HTTP 403 {found.group(1).decode()}" if found else "HTTP 403"
 
 
+_UNTRUSTED = (
+    "the TLS certificate of {host} is not trusted; if a proxy re-signs HTTPS here, "
+    "set REQUESTS_CA_BUNDLE to its CA bundle"
+)
+
+
+def _untrusted(exc: BaseException) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc)
+
+
 def _certainly_not_sent(exc: BaseException) -> bool:
     if isinstance(exc, requests.ConnectTimeout):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return isinstance(reason, (NewConnectionError, NameResolutionError))
-
-
-def read_capped(
-    response: requests.Response, cap: int, seconds: float | None = None, head: Callable[[bytes], None] | None = None
-) -> bytes:
-    """The body, refusing more than `cap` bytes or (a server dribbling forever) more than `seconds`.
-
-    `head` sees the first `HEAD_BYTES` bytes (or the whole body, if shorter) before the rest is read.
-    """
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        if head is not None:  # a page that is not what was asked for is named as such, not as "too large"
-            head(next(iter(_pieces(response)), b"")[:HEAD_BYTES])
-        raise TooLarge(f"{int(declared):,} bytes, limit {cap:,}")
-    deadline = None if seconds is None else time.monotonic() + seconds
-    chunks, total = [], 0
-    for chunk in _pieces(response):
-        total += len(chunk)
-        if total > cap:
-            raise TooLarge(f"over {cap:,} bytes")
-        if deadline is not None and time.monotonic() > deadline:
-            raise requests.exceptions.ReadTimeout(f"the body was still arriving after {seconds:g} s")
-        chunks.append(chunk)
-        if head is not None and total >= HEAD_BYTES:
-            head(b"".join(chunks)[:HEAD_BYTES])
-            head = None
-    body = b"".join(chunks)
-    if head is not None:
-        head(body)
-    return body
-
-
-def _pieces(response: requests.Response) -> Iterator[bytes]:
-    """The (decoded) body as it arrives, one socket read at a time.
-
-    `iter_content(n)` blocks until n bytes have come, so a server dribbling a byte per
-    second would hold a deadline checked between chunks off for hours; `read1` returns
-    whatever one read brought. urllib3's errors are mapped as `iter_content` maps them.
-    """
-    read1 = getattr(response.raw, "read1", None)
-    if read1 is None:
-        yield from response.iter_content(1 << 16)
-        return
-    while True:
-        try:
-            piece = read1(1 << 16, decode_content=True)
-        except urllib3_errors.ReadTimeoutError as exc:
-            raise requests.exceptions.ReadTimeout(str(exc)) from None
-        except urllib3_errors.ProtocolError as exc:
-            raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
-        except urllib3_errors.DecodeError as exc:
-            raise requests.exceptions.ContentDecodingError(str(exc)) from None
-        except urllib3_errors.SSLError as exc:
-            raise requests.exceptions.SSLError(str(exc)) from None
-        if not piece:
-            return
-        yield piece
 
 
 def _parse_json(body: bytes) -> dict | None:
