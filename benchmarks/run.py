@@ -32,7 +32,7 @@ import memory  # noqa: E402
 import notebook_size  # noqa: E402
 import result_cpu  # noqa: E402
 import scale  # noqa: E402
-from report import Section, load_average, machine, render  # noqa: E402
+from report import Section, load_average, machine, reference_cpu_ms, render  # noqa: E402
 
 FULL = {"load_ext": 9, "kernels": 5, "hold": 20, "lag": 10, "concurrent": 5, "notebook": 5, "memory": 5, "results": 20}
 QUICK = {"load_ext": 3, "kernels": 1, "hold": 5, "lag": 3, "concurrent": 1, "notebook": 2, "memory": 1, "results": 5}
@@ -72,6 +72,7 @@ def _cache_bytecode(folder: str) -> None:
 def _run(args: argparse.Namespace, chosen: list[str], counts: dict[str, int]) -> int:
     started = time.monotonic()
     load_before = load_average()
+    speed_before = reference_cpu_ms()
     sections: list[Section] = []
     steps = {
         "load_ext": lambda: [load_ext.run(counts["load_ext"], counts["kernels"])],
@@ -97,6 +98,10 @@ def _run(args: argparse.Namespace, chosen: list[str], counts: dict[str, int]) ->
     total = time.monotonic() - started
     info = machine()
     info["load average (1/5/15 min)"] = f"{load_before} at the start, {load_average()} at the end"
+    info["machine speed"] = (
+        f"{speed_before:.0f} ms at the start, {reference_cpu_ms():.0f} ms at the end: the CPU time of a fixed "
+        "workload (`report.reference_cpu_ms`; lower is faster), to compare runs made at different times"
+    )
     preamble = [
         "Every figure is measured in this run, against the bundled emulator running in its own process, "
         "with real processes: fresh `python` processes with IPython for `%load_ext`, real ipykernel kernels "

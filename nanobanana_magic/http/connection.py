@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
 from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
@@ -197,7 +198,7 @@ class Connection:
         """One HTTP exchange (urllib3 retries connection failures inside): the status, JSON object, Retry-After."""
         submit = method == "POST"
         try:
-            response = self._session.api_request(method, url, headers, self.timeout, **kwargs)
+            response = self._session.urlopen(method, url, headers, self.timeout, **kwargs)
             with response:
                 body = read_capped(response, self.max_json_bytes, seconds=self.timeout[1])
             status = response.status
@@ -244,19 +245,19 @@ class Connection:
             raise DownloadError(f"the result URL is not http(s): {url[:80]!r}", task_id=task_id)
         try:
             # No Authorization header: the file host is not the API host.
-            response = self._session.get(url, timeout=(self.timeout[0], self.download_timeout), stream=True)
+            response = self._session.urlopen("GET", url, {}, (self.timeout[0], self.download_timeout))
             with response:
-                if response.status_code == 403:
+                if response.status == 403:
                     raise _Refused(f"the file host {_host(url)} refused the download ({_refusal(response)})")
-                if response.status_code in (404, 410):
+                if response.status in (404, 410):
                     raise DownloadError(
-                        f"the result URL answered {response.status_code}: it has expired or is gone",
+                        f"the result URL answered {response.status}: it has expired or is gone",
                         task_id=task_id,
-                        code=response.status_code,
+                        code=response.status,
                     )
-                if response.status_code != 200:
+                if response.status != 200:
                     raise _RetryableDownload(
-                        f"the file host answered HTTP {response.status_code}",
+                        f"the file host answered HTTP {response.status}",
                         _retry_after(response.headers.get("Retry-After")),
                     )
                 ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -268,7 +269,7 @@ class Connection:
                         raise DownloadError(f"the result URL gave {ctype}, not an image", task_id=task_id)
 
                 # The timeout bounds each read; the whole image gets a few times that, not forever.
-                return read_capped(response.raw, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
+                return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
         except TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
         except requests.exceptions.SSLError as exc:
@@ -303,10 +304,10 @@ def _message(payload: dict) -> Any:
     return payload.get("msg") or payload.get("message")
 
 
-def _refusal(response: requests.Response) -> str:
+def _refusal(response: BaseHTTPResponse) -> str:
     """ "HTTP 403", with the host's own error code when its (S3-style XML) body names one."""
     try:
-        body = response.raw.read(4096, decode_content=True) or b""
+        body = response.read(4096, decode_content=True) or b""
     except (OSError, urllib3_errors.HTTPError):  # the explanation is optional; the 403 is what counts
         body = b""
     found = re.search(rb"<Code>\s*([A-Za-z]{1,40})\s*</Code>", body)

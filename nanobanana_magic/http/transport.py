@@ -1,12 +1,12 @@
 """`Transport`: the pooled HTTP session under `Connection`, and reading bodies with limits.
 
-API calls are the hot path: a thousand-task batch makes thousands of status requests, and
-`requests` spent half of each one's CPU on what the API never needs (preparing and
-re-validating the URL, cookie jars, ~/.netrc, hooks, building a `Response`). So an API call
+A thousand-task batch makes thousands of status requests and a thousand downloads, and
+`requests` spent half of each status request's CPU on what neither needs (preparing and
+re-validating the URL, cookie jars, ~/.netrc, hooks, building a `Response`). So a request
 goes straight to the urllib3 pool that requests' own adapter would pick for it, with the
 adapter's retries and the environment's proxy and CA settings, and comes back as urllib3's
-response. A redirect, should the API answer one, is handed back to requests and followed by
-its rules (the key is dropped when the host changes). Downloads use requests as it is.
+response. A redirect is handed back to requests and followed by its rules (the key is
+dropped when the host changes).
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ class _Route:
 class Transport(requests.Session):
     """A `requests.Session` that reads the environment's proxy and CA settings once per origin
     (requests scans every environment variable twice per request) and sends API calls (`api_request`)
-    straight to the pool its adapter would use."""
+    straight to the pool its adapter would use (`urlopen`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._environment: dict[tuple, dict[str, Any]] = {}
         self._routes: dict[str, _Route] = {}
 
-    def api_request(
+    def urlopen(
         self,
         method: str,
         url: str,
@@ -73,7 +73,8 @@ class Transport(requests.Session):
         params: Mapping[str, str] | None = None,
         json: Any = None,
     ) -> BaseHTTPResponse:
-        """One API call, its body not yet read. Errors are requests' own, as `Session.request` raises them."""
+        """One request (an API call or a download), its body not yet read. Errors are requests' own, as
+        `Session.request` raises them; `headers` go to the first host only, as with requests."""
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if params:
