@@ -287,7 +287,7 @@ def _misses(fig: RunFigures) -> list[str]:
     return [why for ok, why in checks if not ok]
 
 
-def _notes(figures: list[RunFigures]) -> list[str]:
+def _notes(figures: list[RunFigures], quiet_request_ms: float) -> list[str]:
     notes = [
         f"Emulator in its own process, lognormal durations (median {MEDIAN:g} s, sigma {SIGMA:g}, seed {SEED}: the "
         "same draws in every run of a size), one pre-drawn 1K PNG served for every task. A fresh kernel per run, "
@@ -318,11 +318,11 @@ def _notes(figures: list[RunFigures]) -> list[str]:
         )
     for fig in figures:
         if fig.size >= 1000 and fig.variant.startswith("after"):
-            notes.extend(_explain(fig))
+            notes.extend(_explain(fig, quiet_request_ms))
     return notes
 
 
-def _explain(fig: RunFigures) -> list[str]:
+def _explain(fig: RunFigures, quiet_request_ms: float) -> list[str]:
     """Where each missed target of a 1,000-task run went, from that run's own figures."""
     out = []
     rest = [lag - seen for lag, seen in zip(fig.lags, fig.detect)]
@@ -340,13 +340,31 @@ def _explain(fig: RunFigures) -> list[str]:
         threads = ", ".join(f"{k} {ms(v)}" for k, v in sorted(fig.thread_cpu.items(), key=lambda kv: -kv[1]))
         out.append(
             f"{label}, CPU {ms(fig.cpu_per_task)}/task: by thread {threads} (the trivial cells included). The poll "
-            f"threads make {fig.polls_per_task:.1f} status requests per task (about 0.6 ms of CPU each in a quiet "
-            "process, nearly all of it in requests and http.client: the same GET through urllib3 alone costs "
-            "0.22 ms); the workers finish each result ('CPU of one finished result'); main is the submit cell, "
+            f"threads make {fig.polls_per_task:.1f} status requests per task ({quiet_request_ms:.2f} ms of CPU each "
+            "in a quiet process, measured in this run, nearly all of it in urllib3 and http.client; about twice "
+            "that among a busy kernel's threads on 2 shared cores); the workers finish each result ('CPU of one finished result'); main is the submit cell, "
             "about 2.5 ms per `%%nanobanana --no-wait` (parse, decide under the directory's lock, submit, the "
             "run-log line with its fsync, the status line); status lines tick at most 20 times a second in all."
         )
     return out
+
+
+def _quiet_status_request_ms(emulator: EmulatorHost, count: int = 500) -> float:
+    """The CPU of one status request (`Connection.record_info`, parsed) in this quiet process."""
+    from nanobanana_magic.core.params import GenerationRequest
+    from nanobanana_magic.http.connection import Connection
+
+    connection = Connection(KEY, emulator.url)
+    try:
+        task_id = connection.submit(GenerationRequest(prompt="one status request"))
+        for _ in range(50):
+            connection.record_info(task_id)
+        started = time.thread_time()
+        for _ in range(count):
+            connection.record_info(task_id)
+        return (time.thread_time() - started) / count * 1000
+    finally:
+        connection.close()
 
 
 def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) -> Section:
@@ -358,6 +376,7 @@ def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) 
         with EmulatorHost(
             latency=0.3, api_key=KEY, shared_render=True, durations="lognormal", median=MEDIAN, sigma=SIGMA, seed=SEED
         ) as emulator:
+            quiet_request_ms = _quiet_status_request_ms(emulator)
             for size in sizes:
                 output_dir = root / f"out-{size}"
                 for variant in (BEFORE, AFTER, AFTER_JPEG) if size == jpeg_size else (BEFORE, AFTER):
@@ -373,7 +392,7 @@ def run(sizes: tuple[int, ...] = (50, 200, 1000), jpeg_size: int | None = 1000) 
                         plains.append((label, rate, scale_plain.run(emulator, KEY, output_dir, size, rate)))
                         print(f"  {size} plain process, {label}: {time.monotonic() - started:.0f} s", flush=True)
     section.rows.extend(_row(fig) for fig in figures)
-    section.notes.extend(_notes(figures))
+    section.notes.extend(_notes(figures, quiet_request_ms))
     for label, _, plain in plains:
         section.rows.append(_plain_row(plain, jpeg_size or 0, label))
     if plains:

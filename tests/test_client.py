@@ -262,6 +262,21 @@ def test_session_pools_connections(client, emulator):
     assert isinstance(adapter, requests.adapters.HTTPAdapter) and adapter._pool_maxsize >= 4
 
 
+def test_a_closed_connection_closes_its_sockets_and_a_later_call_opens_new_ones(emulator):
+    from nanobanana_magic.http.connection import Connection
+
+    # The session replaces its connection when the key or base URL changes; tasks still polled
+    # on the old one go on.
+    connection = Connection(api_key=API_KEY, base_url=emulator.base_url)
+    balance = connection.credits()
+    pool = connection._session._route(emulator.base_url).pool()
+    connection.close()
+    assert pool.pool is None  # closed, with its sockets
+    assert connection.credits() == balance
+    assert connection._session._route(emulator.base_url).pool() is not pool
+    connection.close()
+
+
 def test_api_calls_and_downloads_go_through_the_environments_proxy(emulator, monkeypatch):
     from nanobanana_magic.http.connection import Connection
 

@@ -240,6 +240,19 @@ def test_likely_done_rises_from_zero_to_one_across_the_history():
     assert values == sorted(values)
 
 
+@pytest.mark.parametrize(
+    "durations",
+    [[3.0] * 100, [2.0] * 50 + [10.0] * 50 + [30.0] * 50, lognormal(random.Random(3), 200)],
+    ids=["identical", "three kinds", "lognormal"],
+)
+def test_likely_done_reads_the_historys_smoothed_cdf_within_a_hundredth(durations):
+    from nanobanana_magic.core.schedule import _LogKernelDensity
+
+    density = _LogKernelDensity(durations)
+    ages = [i / 50 for i in range(1, 5000)]
+    assert max(abs(density.likely_done(a) - density.cdf(a)) for a in ages) < 0.01
+
+
 def test_a_schedule_is_decided_by_age_so_a_delayed_poll_does_not_shift_the_plan():
     schedule = LearnedSchedule.from_durations(lognormal(random.Random(4), 200))
     planned = schedule.poll_times

@@ -113,6 +113,7 @@ class _LogKernelDensity:
     """
 
     MIN_BANDWIDTH = 0.02  # about 2 % of the duration: identical durations still make a narrow bump
+    TABLE_POINTS = 512  # `likely_done`: within 0.01 of `cdf` for the narrowest bump (tests/test_schedule.py)
 
     def __init__(self, durations: Sequence[float]) -> None:
         logs = sorted(math.log(d) for d in durations)
@@ -128,6 +129,7 @@ class _LogKernelDensity:
             min(max(_kth_nearest(logs, i, k), self.MIN_BANDWIDTH), widest) if n > 1 else widest for i in range(n)
         ]
         self.logs = logs
+        self._table: tuple[list[float], list[float]] | None = None
 
     def cdf(self, t: float) -> float:
         if t <= 0:
@@ -136,6 +138,27 @@ class _LogKernelDensity:
         return sum(math.erfc((mu - x) / (h * root2)) for mu, h in zip(self.logs, self.bandwidths)) / (
             2 * len(self.logs)
         )
+
+    def likely_done(self, t: float) -> float:
+        """`cdf(t)` read from a table of `TABLE_POINTS` log-spaced ages, made on first use: every
+        status request asks it (for its priority at the budget), and `cdf` sums over the history."""
+        table = self._table
+        if table is None:
+            spread = 4 * max(self.bandwidths)
+            lo, hi = self.logs[0] - spread, self.logs[-1] + spread
+            xs = [lo + (hi - lo) * i / (self.TABLE_POINTS - 1) for i in range(self.TABLE_POINTS)]
+            table = self._table = (xs, [self.cdf(math.exp(x)) for x in xs])
+        if t <= 0:
+            return 0.0
+        xs, ys = table
+        x = math.log(t)
+        k = bisect.bisect_right(xs, x)
+        if k == 0:
+            return 0.0
+        if k == len(xs):
+            return 1.0
+        share = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+        return ys[k - 1] + share * (ys[k] - ys[k - 1])
 
     def quantile(self, q: float) -> float:
         spread = 6 * max(self.bandwidths)
@@ -261,7 +284,7 @@ class LearnedSchedule:
 
     def likely_done(self, age: float) -> float:
         """Share of the history that had ended by `age` (smoothed); 0.0 without history."""
-        return self._density.cdf(age) if self._density else 0.0
+        return self._density.likely_done(age) if self._density else 0.0
 
     def __repr__(self) -> str:
         plan = ", ".join(f"{t:.2f}" for t in self.poll_times)

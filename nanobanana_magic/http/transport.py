@@ -31,7 +31,7 @@ class TooLarge(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Route:
     """How requests would send to one origin: its adapter, TLS and proxy settings, the URL form."""
 
@@ -41,15 +41,21 @@ class _Route:
     cert: Any
     proxies: dict[str, str]
     absolute: bool  # through an HTTP proxy the request line holds the whole URL
+    _pool: HTTPConnectionPool | None = None
 
     def pool(self) -> HTTPConnectionPool:
-        # Looked up per call, not kept: the pool manager may close an origin's pool it evicted.
+        pool = self._pool
+        if pool is not None and pool.pool is not None:
+            return pool
+        # Looked up again once closed (`Transport.close`): a task still polled on a connection the
+        # session replaced (a new key, base URL or retries) goes on through a new pool.
         adapter, template = self.adapter, self.template
         if hasattr(adapter, "get_connection_with_tls_context"):  # requests >= 2.32
             pool = adapter.get_connection_with_tls_context(template, self.verify, self.proxies, self.cert)
         else:  # pragma: no cover - requests 2.30/2.31, run by `make test-oldest`
             pool = adapter.get_connection(str(template.url), self.proxies)
         adapter.cert_verify(pool, str(template.url), self.verify, self.cert)
+        self._pool = pool
         return pool
 
 
@@ -136,6 +142,13 @@ class Transport(requests.Session):
             route = _Route(adapter, template, settings["verify"], settings["cert"], proxies, absolute)
             self._routes[origin] = route
         return route
+
+    def close(self) -> None:
+        """Close the pools (and their sockets) of every origin; a later request opens new ones."""
+        for route in self._routes.values():
+            if route._pool is not None:
+                route._pool.close()
+        super().close()
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
         if proxies:  # explicit proxies: requests' own merging, as always
