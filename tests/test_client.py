@@ -291,3 +291,54 @@ def test_api_calls_and_downloads_go_through_the_environments_proxy(emulator, mon
         assert connection.record_info(task_id).task_id == task_id
     finally:
         connection.close()
+
+
+def _urllib3_errors() -> list[Exception]:
+    from urllib3 import exceptions as e
+
+    pool = None
+    reasons = [
+        e.NewConnectionError(None, "refused"),
+        e.NameResolutionError("api.example", None, socket.gaierror("no such host")),
+        e.ConnectTimeoutError("connect timed out"),
+        e.ReadTimeoutError(pool, "/", "read timed out"),
+        e.ResponseError("too many 500 error responses"),
+        e.ProxyError("proxy refused", OSError("refused")),
+        e.SSLError("certificate verify failed"),
+        e.ProtocolError("reset", ConnectionResetError()),
+    ]
+    raised = [
+        e.ProxyError("proxy refused", OSError("refused")),
+        e.SSLError("bad handshake"),
+        e.ReadTimeoutError(pool, "/", "read timed out"),
+        e.ProtocolError("reset", ConnectionResetError()),
+        e.ClosedPoolError(pool, "closed"),
+        ConnectionResetError("reset"),
+        e.InvalidHeader("bad header"),
+        e.LocationValueError("no host"),
+        e.DecodeError("bad gzip"),
+    ]
+    return [e.MaxRetryError(pool, "/", reason) for reason in reasons] + raised
+
+
+@pytest.mark.parametrize("error", _urllib3_errors(), ids=lambda x: type(x).__name__ + ":" + str(x)[:30])
+def test_the_direct_path_raises_what_requests_own_adapter_raises_for_each_urllib3_error(error, monkeypatch, emulator):
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    from nanobanana_magic.http.connection import Connection
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HTTPConnectionPool, "urlopen", fail)
+    session = Connection(api_key=API_KEY, base_url=emulator.base_url)._session
+    url = emulator.base_url + "/api/v1/common/credit"
+    with pytest.raises(Exception) as theirs:
+        session.get(url, timeout=(1, 1))
+    with pytest.raises(Exception) as ours:
+        session.urlopen("GET", url, {}, (1, 1))
+    if isinstance(theirs.value, requests.RequestException):
+        assert type(ours.value) is type(theirs.value)
+    else:  # requests lets it through; here it is still an error `Connection` turns into its own
+        assert isinstance(ours.value, requests.RequestException)
+    session.close()

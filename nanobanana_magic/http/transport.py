@@ -166,33 +166,31 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, allow_nan=False).encode("utf-8")
 
 
+#: As requests' `HTTPAdapter.send` names urllib3's errors (which `Connection` tells apart); first match wins.
+_GAVE_UP_BECAUSE = (  # the reason of a MaxRetryError; any other: ConnectionError
+    (urllib3_errors.NewConnectionError, requests.ConnectionError),  # a subclass of ConnectTimeoutError
+    (urllib3_errors.ConnectTimeoutError, requests.exceptions.ConnectTimeout),
+    (urllib3_errors.ResponseError, requests.exceptions.RetryError),
+    (urllib3_errors.ProxyError, requests.exceptions.ProxyError),
+    (urllib3_errors.SSLError, requests.exceptions.SSLError),
+)
+_RAISED = (
+    (urllib3_errors.ProxyError, requests.exceptions.ProxyError),
+    (urllib3_errors.SSLError, requests.exceptions.SSLError),
+    (urllib3_errors.ReadTimeoutError, requests.exceptions.ReadTimeout),
+    ((urllib3_errors.ProtocolError, urllib3_errors.ClosedPoolError, OSError), requests.ConnectionError),
+    (urllib3_errors.InvalidHeader, requests.exceptions.InvalidHeader),
+    (urllib3_errors.HTTPError, requests.RequestException),  # requests lets these through; `Connection` names them
+)
+
+
 def _as_requests_error(exc: Exception) -> Exception:
-    """urllib3's error as requests' `HTTPAdapter.send` names it (which `Connection` tells apart)."""
-    errors = urllib3_errors
-    if isinstance(exc, errors.MaxRetryError):
-        reason = exc.reason
-        if isinstance(reason, errors.ConnectTimeoutError) and not isinstance(reason, errors.NewConnectionError):
-            return requests.exceptions.ConnectTimeout(exc)
-        if isinstance(reason, errors.ResponseError):
-            return requests.exceptions.RetryError(exc)
-        if isinstance(reason, errors.ProxyError):
-            return requests.exceptions.ProxyError(exc)
-        if isinstance(reason, errors.SSLError):
-            return requests.exceptions.SSLError(exc)
-        return requests.ConnectionError(exc)
-    if isinstance(exc, errors.ProxyError):
-        return requests.exceptions.ProxyError(exc)
-    if isinstance(exc, errors.SSLError):
-        return requests.exceptions.SSLError(exc)
-    if isinstance(exc, errors.ReadTimeoutError):
-        return requests.exceptions.ReadTimeout(exc)
-    if isinstance(exc, (errors.ProtocolError, errors.ClosedPoolError, OSError)):
-        return requests.ConnectionError(exc)
-    if isinstance(exc, errors.LocationValueError):
-        return requests.exceptions.InvalidURL(exc)
-    if isinstance(exc, errors.HTTPError):
-        return requests.RequestException(exc)
-    return exc
+    gave_up = isinstance(exc, urllib3_errors.MaxRetryError)
+    cause = exc.reason if isinstance(exc, urllib3_errors.MaxRetryError) else exc
+    for theirs, ours in _GAVE_UP_BECAUSE if gave_up else _RAISED:
+        if isinstance(cause, theirs):
+            return ours(exc)
+    return requests.ConnectionError(exc) if gave_up else exc
 
 
 def read_capped(
