@@ -32,6 +32,8 @@ from kernel_driver import Kernel
 from kernel_helpers import kernel_environment
 from report import Row, Section, median, ms, p95, sec
 
+from nanobanana_magic.notebook.live import KERNEL_TICKS_PER_SECOND
+
 KEY = "emulator-benchmark-key"  # the emulator's own key: not a secret
 MEDIAN, SIGMA, SEED = 20.0, 0.25, 20261201
 BUDGET = 400
@@ -342,9 +344,11 @@ def _explain(fig: RunFigures, quiet_request_ms: float) -> list[str]:
             f"{label}, CPU {ms(fig.cpu_per_task)}/task: by thread {threads} (the trivial cells included). The poll "
             f"threads make {fig.polls_per_task:.1f} status requests per task ({quiet_request_ms:.2f} ms of CPU each "
             "in a quiet process, measured in this run, nearly all of it in urllib3 and http.client; about twice "
-            "that among a busy kernel's threads on 2 shared cores); the workers finish each result ('CPU of one finished result'); main is the submit cell, "
+            "that among a busy kernel's threads on 2 shared cores); the workers finish each result ('CPU of one "
+            "finished result'); main is the submit cell, "
             "about 2.5 ms per `%%nanobanana --no-wait` (parse, decide under the directory's lock, submit, the "
-            "run-log line with its fsync, the status line); status lines tick at most 20 times a second in all."
+            "run-log line with its fsync, the status line); status lines tick at most "
+            f"{KERNEL_TICKS_PER_SECOND:g} times a second in all."
         )
     return out
 
