@@ -37,15 +37,20 @@ def reliability_markdown() -> str:
     def p50(row: list[str]) -> str:
         return re.search(r"p50 ([0-9.]+ s)", row[1]).group(1)
 
+    def verdict(row: list[str]) -> str:
+        """✓ for a met target, else the miss as RESULTS.md states it."""
+        return "✓" if row[3].startswith("met") else row[3].replace("**", "")
+
+    empty = re.search(r"median ([0-9.]+ ms)", _row(rows, "`%load_ext` of an empty")[1]).group(1)
     missed = sum("missed" in r[3] for r in exact + spread)
     worst_p95 = max(float(re.search(r"p95 ([0-9.]+) s", r[1]).group(1)) for r in spread)
     over = re.search(r"\(([^)]*)\)", hold[3]).group(1)
     lines = [
         "| what | measured | target |",
         "|---|---|---|",
-        f"| `%load_ext nanobanana_magic` (fresh process) | {load[1]} (an empty extension: 0.6 ms; jupysql 161 ms and "
-        "jupyter-ai 1,834 ms, measured elsewhere) | ≤ 25 ms ✓ |",
-        f"| time a `--no-wait` cell holds the kernel | {hold[1]} ({over}) | ≤ submit + 20 ms ✓ |",
+        f"| `%load_ext nanobanana_magic` (fresh process) | {load[1]} (an empty extension: {empty}; jupysql 161 ms and "
+        f"jupyter-ai 1,834 ms, measured elsewhere) | ≤ 25 ms {verdict(load)} |",
+        f"| time a `--no-wait` cell holds the kernel | {hold[1]} ({over}) | ≤ submit + 20 ms {verdict(hold)} |",
         f"| completion → image on screen, L = 2 / 10 / 30 s | p50 {', '.join(p50(r) for r in exact)}; with tasks ending "
         f"anywhere between two polls p50 {', '.join(p50(r) for r in spread)}, p95 ≤ {worst_p95:.2f} s; ≤ 1 status "
         f"request/s per task | p50 ≤ 0.5 s, p95 ≤ 1.5 s: p95 {'✓' if worst_p95 <= 1.5 else 'missed'}; p50 ✓ {6 - missed} of 6"
@@ -56,8 +61,9 @@ def reliability_markdown() -> str:
         f"| a trivial cell while 50 tasks are pending | {trivial[1].split('(')[0].strip()} | ≤ 20 ms: "
         f"{trivial[3].replace('met', '✓', 1)} |",
         f"| notebook bytes per 4K image | {size[1]} (embedding the file naively: "
-        f"{naive[1].split(',')[0].replace('median ', '')}, {naive[1].split(',')[1].strip()}) | ≤ 300 KB ✓ |",
-        f"| memory after 50 finished 4K images | {memory[1].split(';')[0]} RSS growth (images load lazily from disk) | ≤ 250 MB ✓ |",
+        f"{naive[1].split(',')[0].replace('median ', '')}, {naive[1].split(',')[1].strip()}) | ≤ 300 KB {verdict(size)} |",
+        f"| memory after 50 finished 4K images | {memory[1].split(';')[0]} RSS growth (images load lazily from disk) "
+        f"| ≤ 250 MB {verdict(memory)} |",
     ]
     return "\n".join(lines)
 
