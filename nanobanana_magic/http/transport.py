@@ -61,8 +61,8 @@ class _Route:
 
 class Transport(requests.Session):
     """A `requests.Session` that reads the environment's proxy and CA settings once per origin
-    (requests scans every environment variable twice per request) and sends API calls (`api_request`)
-    straight to the pool its adapter would use (`urlopen`)."""
+    (requests scans every environment variable twice per request) and sends API calls and
+    downloads (`urlopen`) straight to the pool its adapter would use."""
 
     def __init__(self) -> None:
         super().__init__()
