@@ -262,6 +262,26 @@ def test_session_pools_connections(client, emulator):
     assert isinstance(adapter, requests.adapters.HTTPAdapter) and adapter._pool_maxsize >= 4
 
 
+def test_an_unreachable_proxy_is_named_in_one_line_without_its_credentials(monkeypatch):
+    from nanobanana_magic.http.connection import Connection
+    from nanobanana_magic.http.retry import RetryPolicy
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:proxy-secret@127.0.0.1:{port}")
+    connection = Connection(api_key=API_KEY, base_url="https://api.nanobanana.invalid", retry=RetryPolicy(retries=0))
+    try:
+        with pytest.raises(NetworkError, match="proxy for api.nanobanana.invalid") as raised:
+            connection.submit(request("through a dead proxy"))
+    finally:
+        connection.close()
+    message = str(raised.value)
+    assert "HTTPS_PROXY" in message and "proxy-secret" not in message and "may exist" not in message
+
+
 def test_a_closed_connection_closes_its_sockets_and_a_later_call_opens_new_ones(emulator):
     from nanobanana_magic.http.connection import Connection
 

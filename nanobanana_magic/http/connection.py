@@ -211,6 +211,8 @@ class Connection:
             raise ServiceUnavailableError(
                 f"the API's answer was too large ({exc}); {where}", hint="history" if submit else None
             ) from None
+        except requests.exceptions.ProxyError:  # urllib3 raises it before the request leaves: nothing was sent
+            raise NetworkError(_NO_PROXY.format(host=_host(url))) from None
         except requests.exceptions.SSLError as exc:
             if _untrusted(exc):  # the handshake failed: nothing was sent
                 raise NetworkError(_UNTRUSTED.format(host=_host(url))) from None
@@ -272,6 +274,8 @@ class Connection:
                 return read_capped(response, self.max_download_bytes, seconds=4 * self.download_timeout, head=judge)
         except TooLarge as exc:
             raise DownloadError(f"the result image is too large ({exc})", task_id=task_id) from None
+        except requests.exceptions.ProxyError:
+            raise _RetryableDownload(_NO_PROXY.format(host=_host(url))) from None
         except requests.exceptions.SSLError as exc:
             if _untrusted(exc):  # not worth retrying: the certificate will not change in seconds
                 raise DownloadError(_UNTRUSTED.format(host=_host(url)), task_id=task_id) from None
@@ -317,6 +321,12 @@ def _refusal(response: BaseHTTPResponse) -> str:
 _UNTRUSTED = (
     "the TLS certificate of {host} is not trusted; if a proxy re-signs HTTPS here, "
     "set REQUESTS_CA_BUNDLE to its CA bundle"
+)
+
+
+_NO_PROXY = (
+    "the proxy for {host} could not be reached or refused the connection; check HTTPS_PROXY / HTTP_PROXY, "
+    "or list the host in NO_PROXY"
 )
 
 
